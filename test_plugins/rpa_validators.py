@@ -1,0 +1,84 @@
+"""Jinja tests the roles' preflight tasks use to check input.
+
+A preflight writes ``that: common_timezone is rpa_timezone`` or lists the
+offenders with ``reject('rpa_port')``; the unit tests import the plain
+functions.  Each returns a bool and never raises on odd input: a preflight
+must turn bad input into a clear message, not a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+
+_SYSTEMD_SIZE = re.compile(r"^[0-9]+(\.[0-9]+)?[KMGTPE]?$")
+# journald's time spans: one or more "<number><unit>" groups ("1month", "2w 3d").
+_TIMESPAN_UNIT = (r"(us|usec|ms|msec|s|sec|second|seconds|m|min|minute|minutes|h|hr|hour|hours|"
+                  r"d|day|days|w|week|weeks|M|month|months|y|year|years)")
+_SYSTEMD_TIMESPAN = re.compile(rf"^([0-9]+\s*{_TIMESPAN_UNIT}\s*)+$")
+_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+_DOCKER_SIZE = re.compile(r"^[0-9]+[kmg]$")
+_UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_VERSION = re.compile(r"^[0-9]+(\.[0-9]+){1,2}$")
+
+
+def rpa_timezone(value) -> bool:
+    """True for a name in the IANA database (``Europe/Berlin``, ``UTC``)."""
+    if not isinstance(value, str) or not value or value.startswith("/") or ".." in value:
+        return False
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, IsADirectoryError):
+        return False
+    return True
+
+
+def rpa_systemd_size(value) -> bool:
+    """journald sizes: ``500M``, ``1G``, ``1048576``."""
+    return isinstance(value, str) and bool(_SYSTEMD_SIZE.match(value))
+
+
+def rpa_systemd_timespan(value) -> bool:
+    """journald time spans: ``1month``, ``2weeks``, ``12h 30min``."""
+    return isinstance(value, str) and bool(_SYSTEMD_TIMESPAN.match(value.strip()))
+
+
+def rpa_clock_time(value) -> bool:
+    """24-hour ``HH:MM``."""
+    return isinstance(value, str) and bool(_CLOCK.match(value))
+
+
+def rpa_docker_size(value) -> bool:
+    """Docker log-opts sizes: ``10m``, ``512k``, ``1g``."""
+    return isinstance(value, str) and bool(_DOCKER_SIZE.match(value))
+
+
+def rpa_unix_name(value) -> bool:
+    """A portable user or group name."""
+    return isinstance(value, str) and bool(_UNIX_NAME.match(value))
+
+
+def rpa_version(value) -> bool:
+    """A dotted release number: ``2.20`` or ``2.20.3``."""
+    return isinstance(value, str) and bool(_VERSION.match(value))
+
+
+def rpa_port(value) -> bool:
+    """An integer TCP/UDP port, 1-65535 (bools are not ports)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
+
+
+class TestModule:
+    """Ansible entry point."""
+
+    def tests(self):
+        return {
+            "rpa_timezone": rpa_timezone,
+            "rpa_systemd_size": rpa_systemd_size,
+            "rpa_systemd_timespan": rpa_systemd_timespan,
+            "rpa_clock_time": rpa_clock_time,
+            "rpa_docker_size": rpa_docker_size,
+            "rpa_unix_name": rpa_unix_name,
+            "rpa_version": rpa_version,
+            "rpa_port": rpa_port,
+        }

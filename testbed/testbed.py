@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""Local test bed: a Docker engine, registry-free images, and simulated servers.
+
+The simulated server is a Debian 13 container with systemd as PID 1, sshd and
+room for its own (nested) Docker engine.  Ansible reaches it over SSH exactly
+as it would reach a cloud VM, so the roles under test never know the
+difference.  No registry is reachable on our CI machines, so every image is
+built here: the base from debootstrap, the rest from Dockerfiles under
+testbed/images/ that start FROM that base and install Debian packages.
+
+Only the standard library is used: this runs before the project's venv exists.
+
+    testbed.py prereqs            install docker.io, debootstrap, ssh client when missing
+    testbed.py engine             make sure a Docker engine answers (starts dockerd if needed)
+    testbed.py images             build (or reuse from cache) every test image
+    testbed.py up NAME --ssh-port P --https-port P --http-port P
+    testbed.py down NAME          remove the server and its nested Docker data
+    testbed.py load-images NAME [IMAGE ...]   copy test images into NAME's nested engine
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES_DIR = ROOT / "testbed" / "images"
+STATE_DIR = ROOT / ".testbed"
+SSH_KEY = STATE_DIR / "ssh" / "id_ed25519"
+CACHE_DIR = Path(os.environ.get("RPA_TESTBED_CACHE", "/var/cache/rpa-testbed"))
+LOG_DIR = Path(os.environ.get("RPA_TESTBED_LOGS", "/var/log/rpa-testbed"))
+
+SUITE = "trixie"
+BASE_IMAGE = f"rpa-testbed/debian:{SUITE}"
+BASE_PACKAGES = ["python3", "ca-certificates"]
+# Bump when the debootstrap recipe changes in a way the inputs above do not show.
+BASE_RECIPE_VERSION = "1"
+LABEL = "org.rpa-engine.testbed.hash"
+SERVER_IMAGE = "rpa-testbed/server:latest"
+
+# CAP_SYS_RESOURCE is refused by the CI kernel, so --privileged and a bare
+# --cap-add=ALL both fail; systempaths=unconfined lets the nested engine
+# configure IPv6 sysctls of its containers (see shared/TESTBED.md).
+SERVER_RUN_OPTS = [
+    "--cap-add=ALL", "--cap-drop=SYS_RESOURCE",
+    "--security-opt", "seccomp=unconfined",
+    "--security-opt", "apparmor=unconfined",
+    "--security-opt", "systempaths=unconfined",
+    "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+    "--tmpfs", "/run", "--tmpfs", "/tmp",
+]
+
+
+class TestbedError(RuntimeError):
+    """A step of the test bed failed; the message says which and why."""
+
+
+def log(msg: str) -> None:
+    print(f"[testbed] {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd: list[str], *, check: bool = True, capture: bool = False,
+        input_bytes: bytes | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, check=False, input=input_bytes, env=env,
+                          stdout=subprocess.PIPE if capture else None,
+                          stderr=subprocess.PIPE if capture else None)
+    if check and proc.returncode != 0:
+        detail = ""
+        if capture:
+            detail = (proc.stderr or b"").decode(errors="replace")[-2000:]
+        raise TestbedError(f"command failed (rc={proc.returncode}): {' '.join(cmd)}\n{detail}")
+    return proc
+
+
+def docker(*args: str, check: bool = True, capture: bool = True) -> subprocess.CompletedProcess:
+    # The legacy builder needs no buildx plugin, which the engine from
+    # Debian's docker.io may not have next to a newer client.
+    env = dict(os.environ, DOCKER_BUILDKIT="0")
+    return run(["docker", *args], check=check, capture=capture, env=env)
+
+
+def docker_out(*args: str) -> str:
+    return docker(*args).stdout.decode().strip()
+
+
+# --------------------------------------------------------------------- prereqs
+def cmd_prereqs(_args: argparse.Namespace) -> None:
+    wanted = {"dockerd": "docker.io", "debootstrap": "debootstrap",
+              "ssh": "openssh-client", "ssh-keygen": "openssh-client"}
+    missing = sorted({pkg for binary, pkg in wanted.items() if shutil.which(binary) is None})
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        raise TestbedError(f"missing {', '.join(missing)}; run as root or install them first")
+    log(f"installing {' '.join(missing)} from Debian's packages")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    run(["apt-get", "update", "-qq"], env=env)
+    run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], env=env)
+
+
+# ---------------------------------------------------------------------- engine
+def engine_answers() -> bool:
+    return shutil.which("docker") is not None and docker("info", check=False).returncode == 0
+
+
+def cmd_engine(_args: argparse.Namespace) -> None:
+    if engine_answers():
+        return
+    if Path("/run/systemd/system").is_dir():
+        run(["systemctl", "start", "docker"])
+    else:
+        # No systemd as PID 1 on the CI machines: run dockerd ourselves.
+        pidfile = Path("/var/run/docker.pid")
+        if pidfile.exists():
+            try:
+                os.kill(int(pidfile.read_text().strip()), 0)
+            except (ValueError, ProcessLookupError):
+                pidfile.unlink()
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        logf = open(LOG_DIR / "dockerd.log", "ab")  # noqa: SIM115 - handed to the daemon
+        log(f"starting dockerd (log: {LOG_DIR / 'dockerd.log'})")
+        subprocess.Popen(["dockerd"], stdout=logf, stderr=logf, stdin=subprocess.DEVNULL,
+                         start_new_session=True)
+    for _ in range(90):
+        if engine_answers():
+            return
+        time.sleep(1)
+    raise TestbedError(f"the Docker engine did not answer within 90 s; see {LOG_DIR / 'dockerd.log'}")
+
+
+# ---------------------------------------------------------------------- images
+def image_label(image: str) -> str | None:
+    proc = docker("image", "inspect", "--format", f'{{{{index .Config.Labels "{LABEL}"}}}}',
+                  image, check=False)
+    if proc.returncode != 0:
+        return None
+    return proc.stdout.decode().strip()
+
+
+def base_hash() -> str:
+    recipe = json.dumps([SUITE, sorted(BASE_PACKAGES), BASE_RECIPE_VERSION])
+    return hashlib.sha256(recipe.encode()).hexdigest()[:16]
+
+
+def build_base() -> None:
+    wanted = base_hash()
+    if image_label(BASE_IMAGE) == wanted:
+        log(f"{BASE_IMAGE} is cached")
+        return
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=CACHE_DIR, prefix="rootfs-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        log(f"debootstrap {SUITE} into {rootfs} (about a minute)")
+        run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
+             SUITE, str(rootfs)], capture=True)
+        # Keep the image small and apt quiet inside builds.
+        shutil.rmtree(rootfs / "var" / "cache" / "apt" / "archives", ignore_errors=True)
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        imp = subprocess.run(["docker", "import", "-c", "CMD [\"/bin/bash\"]",
+                              "-c", f"LABEL {LABEL}={wanted}", "-", BASE_IMAGE],
+                             stdin=tar.stdout, capture_output=True, check=False)
+        tar.wait()
+        if tar.returncode != 0 or imp.returncode != 0:
+            raise TestbedError(f"docker import failed: {imp.stderr.decode(errors='replace')}")
+    log(f"built {BASE_IMAGE}")
+
+
+def context_hash(context: Path, parent_id: str) -> str:
+    digest = hashlib.sha256(parent_id.encode())
+    for path in sorted(p for p in context.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(context)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def image_name(context: Path) -> str:
+    return f"rpa-testbed/{context.name}:latest"
+
+
+def build_context(context: Path) -> None:
+    name = image_name(context)
+    wanted = context_hash(context, docker_out("image", "inspect", "--format", "{{.Id}}", BASE_IMAGE))
+    if image_label(name) == wanted:
+        log(f"{name} is cached")
+        return
+    log(f"building {name}")
+    docker("build", "--label", f"{LABEL}={wanted}", "-t", name, str(context), capture=False)
+
+
+def cmd_images(_args: argparse.Namespace) -> None:
+    build_base()
+    for context in sorted(p for p in IMAGES_DIR.iterdir() if (p / "Dockerfile").is_file()):
+        build_context(context)
+
+
+# --------------------------------------------------------------------- servers
+def ensure_key() -> Path:
+    if not SSH_KEY.exists():
+        SSH_KEY.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(SSH_KEY.parent, 0o700)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "rpa-testbed",
+             "-f", str(SSH_KEY)])
+    return SSH_KEY
+
+
+def container_state(name: str) -> str | None:
+    proc = docker("container", "inspect", "--format", "{{.State.Status}}", name, check=False)
+    return proc.stdout.decode().strip() if proc.returncode == 0 else None
+
+
+def ssh_args(port: int) -> list[str]:
+    return ["ssh", "-i", str(SSH_KEY), "-p", str(port), "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "ConnectTimeout=3", "-o", "LogLevel=ERROR", "root@127.0.0.1"]
+
+
+def wait_for_ssh(name: str, port: int, timeout: int = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if run([*ssh_args(port), "true"], check=False, capture=True).returncode == 0:
+            return
+        time.sleep(1)
+    logs = docker("logs", "--tail", "40", name, check=False).stdout.decode(errors="replace")
+    raise TestbedError(f"{name}: no SSH answer on 127.0.0.1:{port} within {timeout} s\n{logs}")
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    key = ensure_key()
+    state = container_state(args.name)
+    if state is None:
+        docker("volume", "create", f"{args.name}-docker")
+        docker("run", "-d", "--name", args.name, "--hostname", args.name,
+               "--label", "org.rpa-engine.testbed=server", *SERVER_RUN_OPTS,
+               "-v", f"{args.name}-docker:/var/lib/docker",
+               "-p", f"127.0.0.1:{args.ssh_port}:22",
+               "-p", f"127.0.0.1:{args.http_port}:80",
+               "-p", f"127.0.0.1:{args.https_port}:443",
+               SERVER_IMAGE)
+        log(f"started {args.name}")
+    elif state != "running":
+        docker("start", args.name)
+        log(f"restarted {args.name}")
+    pub = key.with_suffix(".pub").read_bytes()
+    # The key is made on this controller at run time and never baked into an image.
+    run(["docker", "exec", "-i", args.name, "sh", "-c",
+         "install -d -m 700 /root/.ssh && umask 077 && cat > /root/.ssh/authorized_keys"],
+        input_bytes=pub, capture=True)
+    wait_for_ssh(args.name, args.ssh_port)
+    log(f"{args.name} answers on ssh://root@127.0.0.1:{args.ssh_port}")
+
+
+def cmd_down(args: argparse.Namespace) -> None:
+    if container_state(args.name) is not None:
+        docker("rm", "-f", "-v", args.name)
+    docker("volume", "rm", "-f", f"{args.name}-docker", check=False)
+    log(f"removed {args.name}")
+
+
+def cmd_load_images(args: argparse.Namespace) -> None:
+    images = args.images or [image_name(p) for p in sorted(IMAGES_DIR.iterdir())
+                             if (p / "Dockerfile").is_file() and p.name != "server"]
+    for image in images:
+        outer_id = docker_out("image", "inspect", "--format", "{{.Id}}", image)
+        inner = docker("exec", args.name, "docker", "image", "inspect", "--format", "{{.Id}}",
+                       image, check=False)
+        if inner.returncode == 0 and inner.stdout.decode().strip() == outer_id:
+            continue
+        save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
+        load = subprocess.run(["docker", "exec", "-i", args.name, "docker", "load", "-q"],
+                              stdin=save.stdout, capture_output=True, check=False)
+        save.wait()
+        if save.returncode != 0 or load.returncode != 0:
+            raise TestbedError(f"loading {image} into {args.name} failed: "
+                               f"{load.stderr.decode(errors='replace')}")
+        log(f"loaded {image} into {args.name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("prereqs").set_defaults(func=cmd_prereqs)
+    sub.add_parser("engine").set_defaults(func=cmd_engine)
+    sub.add_parser("images").set_defaults(func=cmd_images)
+    up = sub.add_parser("up")
+    up.add_argument("name")
+    up.add_argument("--ssh-port", type=int, required=True)
+    up.add_argument("--http-port", type=int, required=True)
+    up.add_argument("--https-port", type=int, required=True)
+    up.set_defaults(func=cmd_up)
+    down = sub.add_parser("down")
+    down.add_argument("name")
+    down.set_defaults(func=cmd_down)
+    load = sub.add_parser("load-images")
+    load.add_argument("name")
+    load.add_argument("images", nargs="*")
+    load.set_defaults(func=cmd_load_images)
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except TestbedError as exc:
+        print(f"testbed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
