@@ -1,0 +1,71 @@
+"""The common role, seen from inside the server and from the controller."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+
+def test_timezone_is_utc(host):
+    assert host.file("/etc/timezone").content_string.strip() == "UTC"
+    assert host.check_output("readlink /etc/localtime") == "/usr/share/zoneinfo/UTC"
+    assert host.check_output("date +%Z") == "UTC"
+
+
+@pytest.mark.parametrize("package", ["ca-certificates", "curl", "nftables", "tzdata",
+                                     "unattended-upgrades"])
+def test_base_package_installed(host, package):
+    assert host.package(package).is_installed
+
+
+def test_unattended_security_upgrades_are_on(host):
+    dump = host.check_output("apt-config dump")
+    assert 'APT::Periodic::Update-Package-Lists "1";' in dump
+    assert 'APT::Periodic::Unattended-Upgrade "1";' in dump
+    assert 'Unattended-Upgrade::Automatic-Reboot "false";' in dump
+    # The distribution's own origins (security) are kept, not replaced.
+    assert "Unattended-Upgrade::Origins-Pattern" in dump
+
+
+def test_journald_is_capped(host):
+    effective = host.check_output("systemd-analyze cat-config systemd/journald.conf")
+    assert "SystemMaxUse=500M" in effective
+    assert "MaxRetentionSec=1month" in effective
+    assert host.service("systemd-journald").is_running
+
+
+def sshd_effective(host) -> dict[str, str]:
+    lines = host.check_output("sshd -T").splitlines()
+    return {k: v for k, _, v in (line.partition(" ") for line in lines)}
+
+
+def test_sshd_effective_config_is_hardened(host):
+    cfg = sshd_effective(host)
+    assert cfg["passwordauthentication"] == "no"
+    assert cfg["kbdinteractiveauthentication"] == "no"
+    assert cfg["permitemptypasswords"] == "no"
+    assert cfg["permitrootlogin"] == "without-password"  # sshd's name for prohibit-password
+    assert cfg["authenticationmethods"] == "publickey"
+    assert cfg["maxauthtries"] == "3"
+    assert cfg["x11forwarding"] == "no"
+    assert cfg["allowtcpforwarding"] == "local"
+    assert cfg["port"] == "22"
+
+
+def test_hardening_file_is_root_only(host):
+    f = host.file("/etc/ssh/sshd_config.d/00-rpa-engine-hardening.conf")
+    assert f.user == "root" and f.mode == 0o600
+
+
+def test_password_login_is_refused_but_key_login_works(server):
+    base = ["ssh", "-p", str(server["ssh_port"]), "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
+    pw = subprocess.run([*base, "-o", "PubkeyAuthentication=no",
+                         "-o", "PreferredAuthentications=password,keyboard-interactive",
+                         "root@127.0.0.1", "true"], capture_output=True, text=True, timeout=30)
+    assert pw.returncode == 255
+    assert "Permission denied (publickey)" in pw.stderr
+    key = subprocess.run([*base, "-i", server["key"], "root@127.0.0.1", "true"],
+                         capture_output=True, text=True, timeout=30)
+    assert key.returncode == 0, key.stderr

@@ -1,0 +1,62 @@
+"""Bad input is refused before anything changes on the server.
+
+Each case runs the real site.yml against the converged server with one bad
+value.  It must fail in the preflight play, with a message naming the
+variable, with no task reporting a change - and the server's configuration
+directories must not have been touched by any of the runs.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import executed_tasks, run_site
+
+PREFLIGHT_PLAY = "Check the input of every role before anything changes."
+
+CASES = [
+    # (variable, bad value, why it is bad)
+    ("common_timezone", "Mars/Olympus_Mons", "unknown time zone"),
+    ("common_timezone", "", "empty required value"),
+    ("common_ssh_port", "ssh", "wrong type"),
+    ("common_ssh_port", 70000, "port out of range"),
+    ("common_ssh_permit_root_login", "yes", "unknown choice"),
+    ("common_ssh_permit_root_login", "no", "would lock out root, the connecting user"),
+    ("common_ssh_allow_users", ["operator"], "would lock out the connecting user"),
+    ("common_journald_system_max_use", "lots", "not a journald size"),
+    ("common_unattended_upgrades_reboot_time", "25:00", "not a clock time"),
+    ("common_firewall_allowed_tcp_ports", [80, 0], "port 0 in a port list"),
+    ("docker_install_source", "snap", "unknown choice"),
+    ("docker_log_max_size", "10 MB", "not a Docker size"),
+    ("docker_log_max_file", 0, "out of range"),
+    ("docker_users", ["nosuchuser"], "user does not exist"),
+    ("docker_daemon_options", "live-restore", "wrong type"),
+]
+
+
+@pytest.fixture(scope="module")
+def untouched(host):
+    """Fail if any preflight run changed the server's configuration."""
+    host.check_output("touch /var/tmp/rpa-preflight-marker && sleep 1")
+    yield
+    changed = host.check_output(
+        "find /etc /opt /usr/local /root/.ssh -newer /var/tmp/rpa-preflight-marker -print")
+    host.run("rm -f /var/tmp/rpa-preflight-marker")
+    assert changed == "", f"files changed by runs that should have stopped in preflight:\n{changed}"
+
+
+@pytest.mark.parametrize(("variable", "value", "why"), CASES,
+                         ids=[f"{c[0]}={c[1]!r}" for c in CASES])
+def test_bad_value_fails_in_preflight(server, untouched, variable, value, why):
+    proc, data = run_site("-e", json.dumps({variable: value}))
+    assert proc.returncode != 0, f"{variable}={value!r} ({why}) was accepted"
+    tasks = executed_tasks(data, server["name"])
+    failed = [t for t in tasks if t["failed"]]
+    assert failed, proc.stdout[-2000:]
+    first = failed[0]
+    assert first["play"] == PREFLIGHT_PLAY, first
+    assert variable in first["msg"], first["msg"]
+    assert not any(t["changed"] for t in tasks), [t for t in tasks if t["changed"]]
+    assert data["stats"][server["name"]]["changed"] == 0
