@@ -1,0 +1,74 @@
+# The two commands the README opens with:
+#   make demo   - a local simulated server, provisioned by site.yml over SSH
+#   make test   - lint, unit tests, and Molecule's full sequence
+# Both install what they need (run as root on Debian 12/13).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := $(CURDIR)/.venv
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export ANSIBLE_FORCE_COLOR := 0
+TESTBED := python3 $(CURDIR)/testbed/testbed.py
+REPORTS := $(CURDIR)/.cache/reports
+
+DEMO_NAME := rpa-demo
+DEMO_SSH_PORT := 2222
+DEMO_HTTP_PORT := 8880
+DEMO_HTTPS_PORT := 8443
+
+.PHONY: help venv testbed demo destroy test lint unit molecule docs bench-noop
+
+help:
+	@echo "make demo     provision a local simulated server with site.yml (re-run to converge again)"
+	@echo "make destroy  remove the demo server"
+	@echo "make test     yamllint, ansible-lint, unit tests, Molecule (create/converge/idempotence/verify/destroy)"
+	@echo "make docs     regenerate the README's variable tables from meta/argument_specs.yml"
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	@python3 -c 'import ensurepip' 2>/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; }
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt
+	touch $@
+
+testbed:
+	$(TESTBED) prereqs
+	$(TESTBED) engine
+	$(TESTBED) images
+
+demo: venv testbed
+	$(TESTBED) up $(DEMO_NAME) --ssh-port $(DEMO_SSH_PORT) \
+	  --http-port $(DEMO_HTTP_PORT) --https-port $(DEMO_HTTPS_PORT)
+	ansible-playbook site.yml -i inventory/demo
+
+destroy:
+	$(TESTBED) down $(DEMO_NAME)
+
+lint: venv
+	yamllint --strict .
+	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	ansible-lint --offline --profile production
+	python3 tools/role_docs.py --check README.md
+
+unit: venv
+	mkdir -p $(REPORTS)
+	pytest tests/unit --junitxml=$(REPORTS)/unit.xml
+
+molecule: venv testbed
+	mkdir -p $(REPORTS)
+	molecule test --all
+
+test: lint unit molecule
+	python3 tools/test_summary.py $(REPORTS)/*.xml
+
+docs:
+	python3 tools/role_docs.py --write README.md
+
+bench-noop: venv
+	bench/noop_rerun

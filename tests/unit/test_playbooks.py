@@ -1,0 +1,72 @@
+"""site.yml parses, lists every role's tag, and every role has what DESIGN.md asks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if p.is_dir())
+
+
+def ansible_playbook(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    return subprocess.run(["ansible-playbook", "site.yml", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("inventory", ["inventory/production", "inventory/demo"])
+def test_site_syntax_check(inventory):
+    proc = ansible_playbook("--syntax-check", "-i", inventory)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_list_tags_has_every_role():
+    proc = ansible_playbook("--list-tags")
+    assert proc.returncode == 0, proc.stderr
+    for role in ROLES:
+        assert role in proc.stdout, f"tag {role} missing from --list-tags"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_role_has_specs_preflight_and_thin_main(role):
+    base = ROOT / "roles" / role
+    specs = yaml.safe_load((base / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+    assert {"main", "preflight"} <= set(specs)
+    assert (base / "tasks" / "preflight.yml").is_file()
+    main = yaml.safe_load((base / "tasks" / "main.yml").read_text())
+    # Thin main: only tagged includes, preflight first.
+    assert all(set(t) & {"ansible.builtin.import_tasks", "ansible.builtin.include_tasks"} for t in main)
+    assert main[0]["ansible.builtin.import_tasks"] == "preflight.yml"
+    assert all(role in t.get("tags", []) for t in main)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_role_is_applied_by_site_with_its_tag(role):
+    play = yaml.safe_load((ROOT / "playbooks" / f"{role}.yml").read_text())[0]
+    assert play["roles"] == [{"role": role, "tags": [role]}]
+    site = (ROOT / "site.yml").read_text()
+    assert f"playbooks/{role}.yml" in site
+    preflight = (ROOT / "playbooks" / "preflight.yml").read_text()
+    assert f"name: {role}\n" in preflight, f"playbooks/preflight.yml does not check {role}"
+
+
+def test_preflight_play_runs_first_and_always():
+    site = yaml.safe_load((ROOT / "site.yml").read_text())
+    assert site[0]["ansible.builtin.import_playbook"] == "playbooks/preflight.yml"
+    play = yaml.safe_load((ROOT / "playbooks" / "preflight.yml").read_text())[0]
+    assert play["tags"] == ["always"]
+
+
+def test_no_unencrypted_vault_is_tracked():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    for name in tracked:
+        path = Path(name)
+        if path.name.startswith("vault") and path.suffix in {".yml", ".yaml"}:
+            assert (ROOT / path).read_text().startswith("$ANSIBLE_VAULT"), f"{name} is not encrypted"

@@ -1,0 +1,76 @@
+"""The Jinja tests behind the roles' preflight checks."""
+
+from __future__ import annotations
+
+import pytest
+
+import rpa_validators as v
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ("UTC", True), ("Europe/Berlin", True), ("America/Argentina/Buenos_Aires", True),
+    ("Etc/GMT+5", True), ("Mars/Olympus_Mons", False), ("", False), ("europe/berlin", False),
+    ("/etc/passwd", False), ("../../etc/passwd", False), ("Europe", False), (None, False), (5, False),
+])
+def test_timezone(value, ok):
+    assert v.rpa_timezone(value) is ok
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ("500M", True), ("1G", True), ("1048576", True), ("1.5G", True),
+    ("500 M", False), ("500MB", False), ("lots", False), ("", False), (500, False),
+])
+def test_systemd_size(value, ok):
+    assert v.rpa_systemd_size(value) is ok
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ("1month", True), ("2weeks", True), ("12h 30min", True), ("30d", True),
+    ("forever", False), ("", False), ("1 fortnight", False), (30, False),
+])
+def test_systemd_timespan(value, ok):
+    assert v.rpa_systemd_timespan(value) is ok
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ("04:00", True), ("23:59", True), ("00:00", True),
+    ("24:00", False), ("25:00", False), ("4:00", False), ("04:60", False), ("", False),
+])
+def test_clock_time(value, ok):
+    assert v.rpa_clock_time(value) is ok
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ("10m", True), ("512k", True), ("1g", True),
+    ("10M", False), ("10 MB", False), ("10", False), ("m", False), (10, False),
+])
+def test_docker_size(value, ok):
+    assert v.rpa_docker_size(value) is ok
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ("root", True), ("deploy", True), ("_apt", True), ("ops-1", True),
+    ("Root", False), ("1user", False), ("user name", False), ("", False), ("a" * 33, False),
+])
+def test_unix_name(value, ok):
+    assert v.rpa_unix_name(value) is ok
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ("2.20", True), ("2.20.3", True), ("2", False), ("v2.20", False), ("2.20.3.1", False), (2.2, False),
+])
+def test_version(value, ok):
+    assert v.rpa_version(value) is ok
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    (22, True), (1, True), (65535, True), (0, False), (65536, False), (-1, False),
+    ("22", False), (True, False), (None, False),
+])
+def test_port(value, ok):
+    assert v.rpa_port(value) is ok
+
+
+def test_every_validator_is_registered():
+    tests = v.TestModule().tests()
+    assert set(tests) == {name for name in dir(v) if name.startswith("rpa_")}
