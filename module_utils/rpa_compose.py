@@ -1,0 +1,226 @@
+# -*- coding: utf-8 -*-
+"""Pure logic of the rpa_compose module: no Docker, no Ansible, unit-tested.
+
+How role fragments become the one Compose project
+-------------------------------------------------
+Each role owns a *fragment*: the services, volumes and networks of its own
+services (``compose.d/<role>.yml``) and the variables they interpolate
+(``env.d/<role>.json``, mode 0600: they hold secrets).  The module merges all
+fragments into ONE ``docker-compose.yml`` and ONE ``.env`` in the project
+directory.  We render one file rather than using Compose ``include:`` because
+the deployer runs ``docker compose --project-directory /opt/rpa-engine
+-f /repo/docker-compose.yml --env-file /repo/.env`` from inside a container
+where the project lives at /repo: with a single file and a single env file,
+interpolation and relative paths mean the same thing there and on the host,
+on every Compose release since 2.20 (``include`` changed its interpolation
+rules between releases, see docker/compose#10913, #11002, #11741).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+FRAGMENT_KEYS = ("services", "volumes", "networks")
+_ENV_KEY = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+_FRAGMENT_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+
+class ComposeError(Exception):
+    """Bad input or an inconsistent project; the message says which and how to fix it."""
+
+
+# ------------------------------------------------------------------ assembly
+def check_fragment_name(name):
+    if not isinstance(name, str) or not _FRAGMENT_NAME.match(name):
+        raise ComposeError("fragment %r must be lower-case letters, digits, '-' or '_'" % (name,))
+
+
+def merge_fragments(project_name, fragments):
+    """One Compose project from ``{fragment name: {services, volumes, networks}}``.
+
+    Deterministic (sorted by fragment, then by key) so the same fragments always
+    give the same file; a name defined by two fragments is an error naming both.
+    """
+    merged = {"name": project_name}
+    owners = {key: {} for key in FRAGMENT_KEYS}
+    for frag_name in sorted(fragments):
+        frag = fragments[frag_name] or {}
+        if not isinstance(frag, dict):
+            raise ComposeError("fragment %s must be a mapping, got %s" % (frag_name, type(frag).__name__))
+        unknown = sorted(set(frag) - set(FRAGMENT_KEYS))
+        if unknown:
+            raise ComposeError("fragment %s has top-level keys %s; only %s are allowed"
+                               % (frag_name, ", ".join(unknown), ", ".join(FRAGMENT_KEYS)))
+        for key in FRAGMENT_KEYS:
+            for name, value in sorted((frag.get(key) or {}).items()):
+                if name in owners[key]:
+                    raise ComposeError("%s %r is defined by both fragment %s and fragment %s"
+                                       % (key[:-1], name, owners[key][name], frag_name))
+                owners[key][name] = frag_name
+                merged.setdefault(key, {})[name] = value
+    return merged
+
+
+def render_env(env_fragments):
+    """The project's .env from ``{fragment: {VAR: value}}``.
+
+    Values are single-quoted so Compose takes them literally (no ``$``
+    interpolation inside), which is why a value may not contain a single
+    quote or a newline: such a value is rejected, never silently mangled.
+    """
+    values, owners = {}, {}
+    for frag_name in sorted(env_fragments):
+        for key, value in sorted((env_fragments[frag_name] or {}).items()):
+            if not _ENV_KEY.match(key):
+                raise ComposeError("environment variable %r of fragment %s must match [A-Z_][A-Z0-9_]*"
+                                   % (key, frag_name))
+            if key in owners:
+                raise ComposeError("environment variable %s is set by both fragment %s and fragment %s"
+                                   % (key, owners[key], frag_name))
+            text = "true" if value is True else "false" if value is False else str(value)
+            if "'" in text or "\n" in text or "\r" in text:
+                raise ComposeError("the value of %s (fragment %s) contains a single quote or a newline, "
+                                   "which a Compose .env cannot hold literally" % (key, frag_name))
+            owners[key] = frag_name
+            values[key] = text
+    lines = ["# Managed by Ansible (rpa_compose): generated from env.d/*.json. Holds secrets: mode 0600."]
+    lines += ["%s='%s'" % (key, values[key]) for key in sorted(values)]
+    return "\n".join(lines) + "\n"
+
+
+def changed_env_keys(old_text, new_text):
+    """Names (never values) of the variables that differ between two .env texts."""
+    def parse(text):
+        out = {}
+        for line in (text or "").splitlines():
+            if line and not line.startswith("#") and "=" in line:
+                key, _, value = line.partition("=")
+                out[key] = value
+        return out
+    old, new = parse(old_text), parse(new_text)
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+# --------------------------------------------------------- observing Docker
+def parse_ps_json(text):
+    """``docker compose ps --format json``: a JSON array (Compose < 2.21) or one object per line."""
+    text = (text or "").strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        return json.loads(text)
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def parse_config_hashes(text):
+    """``docker compose config --hash 'svc ...'`` output: ``{service: hash}``."""
+    hashes = {}
+    for line in (text or "").splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            hashes[parts[0]] = parts[1]
+    return hashes
+
+
+def container_state(inspect):
+    """The facts the gate needs from one ``docker inspect`` object."""
+    state = inspect.get("State") or {}
+    health = state.get("Health") or {}
+    log = health.get("Log") or []
+    labels = (inspect.get("Config") or {}).get("Labels") or {}
+    last = log[-1] if log else {}
+    return {
+        "id": inspect.get("Id", ""),
+        "name": (inspect.get("Name") or "").lstrip("/"),
+        "service": labels.get("com.docker.compose.service", ""),
+        "config_hash": labels.get("com.docker.compose.config-hash", ""),
+        "image_id": inspect.get("Image", ""),
+        "image_ref": (inspect.get("Config") or {}).get("Image", ""),
+        "status": state.get("Status", ""),
+        "restarting": bool(state.get("Restarting")),
+        "exit_code": state.get("ExitCode", 0),
+        "oom_killed": bool(state.get("OOMKilled")),
+        "error": state.get("Error", ""),
+        "restart_count": inspect.get("RestartCount", 0),
+        "health": health.get("Status") if health else None,
+        "health_output": (last.get("Output") or "").strip(),
+        "health_exit_code": last.get("ExitCode"),
+    }
+
+
+READY, WAITING, FAILED = "ready", "waiting", "failed"
+
+
+def assess(state, baseline_restarts=0):
+    """(verdict, reason) for one container.
+
+    Fails fast on what will not heal by waiting: an exit, a restart since the
+    gate began (a crash loop restarts, then runs again for a moment - the
+    count catches what a single look at the status would miss), a dead or
+    OOM-killed container, or ``unhealthy``.
+    """
+    if state is None:
+        return FAILED, "no container exists for the service"
+    status = state["status"]
+    if state["oom_killed"]:
+        return FAILED, "was killed for running out of memory (OOMKilled)"
+    if status in ("exited", "dead"):
+        return FAILED, "exited with code %s%s" % (state["exit_code"],
+                                                  ": " + state["error"] if state["error"] else "")
+    if state["restarting"] or status == "restarting" or state["restart_count"] > baseline_restarts:
+        return FAILED, "is crash-looping (restarted %d times, last exit code %s)" % (
+            state["restart_count"] - baseline_restarts, state["exit_code"])
+    if state["health"] == "unhealthy":
+        return FAILED, "is unhealthy: %s" % (state["health_output"] or "health check failed")
+    if status != "running":
+        return WAITING, "is %s" % status
+    if state["health"] in (None, "healthy"):
+        return READY, "is healthy" if state["health"] else "is running (no health check)"
+    return WAITING, "health is %s" % state["health"]
+
+
+class Gate(object):
+    """Decides, one observation at a time, whether a set of services passed.
+
+    Every service must be READY continuously for ``stable_seconds``; any
+    FAILED verdict ends the gate at once; past ``timeout`` it fails naming
+    the services that never became ready.
+    """
+
+    def __init__(self, services, stable_seconds, timeout, started_at):
+        self.services = list(services)
+        self.stable_seconds = stable_seconds
+        self.deadline = started_at + timeout
+        self.ready_since = None
+        self.last = {}
+
+    def observe(self, verdicts, now):
+        """``verdicts``: {service: (verdict, reason)}. Returns ("pass"|"wait"|"fail", message)."""
+        self.last = verdicts
+        failed = [s for s in self.services if verdicts.get(s, (FAILED, "not found"))[0] == FAILED]
+        if failed:
+            return "fail", "; ".join("%s %s" % (s, verdicts.get(s, (FAILED, "has no container"))[1])
+                                     for s in failed)
+        if all(verdicts[s][0] == READY for s in self.services):
+            if self.ready_since is None:
+                self.ready_since = now
+            if now - self.ready_since >= self.stable_seconds:
+                return "pass", "all services ready for %ss" % self.stable_seconds
+        else:
+            self.ready_since = None
+        if now >= self.deadline:
+            waiting = [s for s in self.services if verdicts[s][0] != READY]
+            return "fail", "timed out waiting for %s" % "; ".join(
+                "%s (%s)" % (s, verdicts[s][1]) for s in waiting)
+        return "wait", ""
+
+
+def recreated_services(before, after):
+    """Services whose container is new: {service: container id} before vs after ``up``."""
+    return sorted(s for s, cid in after.items() if before.get(s) != cid)
+
+
+def would_recreate(running_hashes, candidate_hashes):
+    """Check mode: services Compose would create or recreate for the candidate definition."""
+    return sorted(s for s, h in candidate_hashes.items() if running_hashes.get(s) != h)
