@@ -11,6 +11,7 @@ VENV := $(CURDIR)/.venv
 export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR := 0
+export RPA_TESTBED_DIR := $(CURDIR)/.testbed
 TESTBED := python3 $(CURDIR)/testbed/testbed.py
 REPORTS := $(CURDIR)/.cache/reports
 
@@ -41,6 +42,7 @@ testbed:
 	$(TESTBED) prereqs
 	$(TESTBED) engine
 	$(TESTBED) images
+	$(TESTBED) save-images
 
 demo: venv testbed
 	$(TESTBED) up $(DEMO_NAME) --ssh-port $(DEMO_SSH_PORT) \

@@ -16,6 +16,7 @@ Only the standard library is used: this runs before the project's venv exists.
     testbed.py up NAME --ssh-port P --https-port P --http-port P
     testbed.py down NAME          remove the server and its nested Docker data
     testbed.py load-images NAME [IMAGE ...]   copy test images into NAME's nested engine
+    testbed.py save-images        one archive of the service images (.testbed/images/services.tar)
 """
 
 from __future__ import annotations
@@ -283,6 +284,29 @@ def cmd_load_images(args: argparse.Namespace) -> None:
         log(f"loaded {image} into {args.name}")
 
 
+def cmd_save_images(args: argparse.Namespace) -> None:
+    """One archive of every service test image, for the docker role's docker_image_archives.
+
+    A single `docker save` stores the shared Debian base layers once. The
+    archive is rewritten only when an image in it changed.
+    """
+    images = [image_name(p) for p in sorted(IMAGES_DIR.iterdir())
+              if (p / "Dockerfile").is_file() and p.name not in ("server", "http-probe")]
+    ids = [docker_out("image", "inspect", "--format", "{{.Id}}", image) for image in images]
+    out = Path(args.output)
+    stamp = out.with_suffix(".ids")
+    wanted = "\n".join(f"{i} {n}" for i, n in zip(ids, images)) + "\n"
+    if out.exists() and stamp.exists() and stamp.read_text() == wanted:
+        log(f"{out} is up to date")
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    docker("save", "-o", str(tmp), *images)
+    tmp.replace(out)
+    stamp.write_text(wanted)
+    log(f"saved {len(images)} images to {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -303,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("name")
     load.add_argument("images", nargs="*")
     load.set_defaults(func=cmd_load_images)
+    save = sub.add_parser("save-images")
+    save.add_argument("--output", default=str(STATE_DIR / "images" / "services.tar"))
+    save.set_defaults(func=cmd_save_images)
     args = parser.parse_args(argv)
     try:
         args.func(args)
