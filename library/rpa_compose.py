@@ -213,7 +213,8 @@ class Project(object):
         return {
             self.frag_file: (yaml.safe_dump(definition, sort_keys=True, default_flow_style=False), 0o640),
             self.env_frag_file: (json.dumps(env, sort_keys=True, indent=2) + "\n", 0o600),
-            self.compose_file: (header + yaml.safe_dump(merged, sort_keys=False, default_flow_style=False), 0o640),
+            # Sorted keys: the same fragments give the same bytes whichever role runs.
+            self.compose_file: (header + yaml.safe_dump(merged, sort_keys=True, default_flow_style=False), 0o640),
             self.env_file: (render_env(env_fragments), 0o600),
         }
 
