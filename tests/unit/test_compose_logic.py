@@ -1,0 +1,162 @@
+"""The health gate's decisions, from real output of Docker 26.1 / Compose 2.26.
+
+fixtures/inspect_states.json is `docker inspect` of six containers captured
+in the simulated server: healthy, starting (long start_period), unhealthy,
+crash-looping (restart: unless-stopped, exits 3), exited (exit 1, no restart
+policy) and running without a health check.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import rpa_compose as rc
+
+FIX = Path(__file__).parent / "fixtures"
+INSPECT = {o["Name"].lstrip("/").split("-")[1]: o
+           for o in json.loads((FIX / "inspect_states.json").read_text())}
+
+
+def state(name):
+    return rc.container_state(INSPECT[name])
+
+
+# ------------------------------------------------------------ observation
+def test_container_state_reads_compose_labels_and_health():
+    s = state("unhealthy")
+    assert s["service"] == "unhealthy"
+    assert s["status"] == "running" and s["health"] == "unhealthy"
+    assert s["health_output"] == "connection refused by probe"
+    assert len(s["config_hash"]) == 64 and s["image_id"].startswith("sha256:")
+    assert s["image_ref"] == "rpa-testbed/redis:latest"
+
+
+@pytest.mark.parametrize(("name", "verdict", "reason"), [
+    ("healthy", rc.READY, "is healthy"),
+    ("nohealth", rc.READY, "is running (no health check)"),
+    ("starting", rc.WAITING, "health is starting"),
+    ("unhealthy", rc.FAILED, "is unhealthy: connection refused by probe"),
+    ("exited", rc.FAILED, "exited with code 1"),
+    ("crashloop", rc.FAILED, "is crash-looping (restarted 7 times, last exit code 3)"),
+])
+def test_assess_real_states(name, verdict, reason):
+    assert rc.assess(state(name)) == (verdict, reason)
+
+
+def test_a_restart_since_the_gate_began_is_a_crash_loop_even_while_running():
+    s = dict(state("healthy"), restart_count=2)
+    assert rc.assess(s, baseline_restarts=2)[0] == rc.READY
+    assert rc.assess(s, baseline_restarts=1) == (rc.FAILED, "is crash-looping (restarted 1 times, last exit code 0)")
+
+
+def test_oom_kill_and_missing_container_fail():
+    assert rc.assess(dict(state("healthy"), oom_killed=True))[0] == rc.FAILED
+    assert rc.assess(None) == (rc.FAILED, "no container exists for the service")
+
+
+def test_parse_ps_ndjson_of_compose_2_26_and_array_of_older_releases():
+    text = (FIX / "compose_ps_2.26.ndjson").read_text()
+    rows = rc.parse_ps_json(text)
+    assert sorted(r["Service"] for r in rows) == ["crashloop", "exited", "healthy", "nohealth", "starting",
+                                                   "unhealthy"]
+    assert rc.parse_ps_json(json.dumps(rows)) == rows  # Compose < 2.21 printed one JSON array
+    assert rc.parse_ps_json("") == []
+
+
+def test_parse_config_hashes():
+    hashes = rc.parse_config_hashes((FIX / "config_hash_2.26.txt").read_text())
+    assert set(hashes) >= {"postgres", "pgbouncer", "redis"}
+    assert all(len(h) == 64 for h in hashes.values())
+
+
+# ------------------------------------------------------------------ gate
+def verdicts(**kw):
+    return {s: rc.assess(state(n)) for s, n in kw.items()}
+
+
+def test_gate_passes_only_after_the_stable_window():
+    g = rc.Gate(["a", "b"], stable_seconds=5, timeout=60, started_at=0)
+    ok = verdicts(a="healthy", b="nohealth")
+    assert g.observe(ok, 1)[0] == "wait"
+    assert g.observe(ok, 5)[0] == "wait"
+    assert g.observe(ok, 6) == ("pass", "all services ready for 5s")
+
+
+def test_gate_window_restarts_when_a_service_drops_back():
+    g = rc.Gate(["a"], stable_seconds=5, timeout=60, started_at=0)
+    g.observe(verdicts(a="healthy"), 1)
+    g.observe(verdicts(a="starting"), 4)
+    assert g.observe(verdicts(a="healthy"), 7)[0] == "wait"
+    assert g.observe(verdicts(a="healthy"), 12)[0] == "pass"
+
+
+def test_gate_fails_fast_naming_the_service():
+    g = rc.Gate(["db", "cache"], stable_seconds=5, timeout=600, started_at=0)
+    outcome, message = g.observe(verdicts(db="healthy", cache="crashloop"), 2)
+    assert outcome == "fail"
+    assert message == "cache is crash-looping (restarted 7 times, last exit code 3)"
+
+
+def test_gate_times_out_naming_what_never_became_ready():
+    g = rc.Gate(["db", "web"], stable_seconds=5, timeout=30, started_at=0)
+    assert g.observe(verdicts(db="healthy", web="starting"), 29)[0] == "wait"
+    assert g.observe(verdicts(db="healthy", web="starting"), 30) == (
+        "fail", "timed out waiting for web (health is starting)")
+
+
+def test_gate_fails_when_a_service_has_no_container():
+    g = rc.Gate(["db"], stable_seconds=1, timeout=30, started_at=0)
+    assert g.observe({}, 1)[0] == "fail"
+
+
+def test_recreated_and_would_recreate():
+    assert rc.recreated_services({"a": "1", "b": "2"}, {"a": "1", "b": "3", "c": "4"}) == ["b", "c"]
+    assert rc.would_recreate({"a": "h1", "b": "h2"}, {"a": "h1", "b": "hX", "c": "h3"}) == ["b", "c"]
+
+
+# -------------------------------------------------------------- assembly
+def test_merge_is_deterministic_and_keeps_every_fragment():
+    frags = {"redis": {"services": {"redis": {"image": "r"}}, "volumes": {"redis-data": {}}},
+             "postgres": {"services": {"postgres": {"image": "p"}, "pgbouncer": {"image": "b"}}}}
+    merged = rc.merge_fragments("rpa-engine", frags)
+    assert merged["name"] == "rpa-engine"
+    assert list(merged["services"]) == ["pgbouncer", "postgres", "redis"]
+    assert merged["volumes"] == {"redis-data": {}}
+    assert rc.merge_fragments("rpa-engine", dict(reversed(list(frags.items())))) == merged
+
+
+def test_merge_refuses_a_service_defined_twice():
+    with pytest.raises(rc.ComposeError, match="service 'redis' is defined by both fragment app and fragment redis"):
+        rc.merge_fragments("p", {"redis": {"services": {"redis": {}}}, "app": {"services": {"redis": {}}}})
+
+
+def test_merge_refuses_unknown_top_level_keys():
+    with pytest.raises(rc.ComposeError, match="only services, volumes, networks are allowed"):
+        rc.merge_fragments("p", {"x": {"services": {}, "secrets": {}}})
+
+
+def test_env_is_literal_sorted_and_refuses_what_it_cannot_hold():
+    text = rc.render_env({"redis": {"REDIS_PASSWORD": "a$b{c}"}, "pg": {"PG_X": 5, "FLAG": True}})
+    assert text.splitlines()[1:] == ["FLAG='true'", "PG_X='5'", "REDIS_PASSWORD='a$b{c}'"]
+    with pytest.raises(rc.ComposeError, match="single quote or a newline"):
+        rc.render_env({"f": {"X": "it's"}})
+    with pytest.raises(rc.ComposeError, match="must match"):
+        rc.render_env({"f": {"lower": "x"}})
+    with pytest.raises(rc.ComposeError, match="set by both"):
+        rc.render_env({"a": {"X": "1"}, "b": {"X": "2"}})
+
+
+def test_changed_env_keys_names_keys_never_values():
+    old = rc.render_env({"f": {"A": "1", "B": "2"}})
+    new = rc.render_env({"f": {"A": "1", "B": "3", "C": "4"}})
+    assert rc.changed_env_keys(old, new) == ["B", "C"]
+    assert rc.changed_env_keys(None, old) == ["A", "B"]
+
+
+@pytest.mark.parametrize("name", ["Redis", "", "a b", "../x", None])
+def test_fragment_names_are_checked(name):
+    with pytest.raises(rc.ComposeError):
+        rc.check_fragment_name(name)
