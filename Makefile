@@ -20,11 +20,12 @@ DEMO_SSH_PORT := 2222
 DEMO_HTTP_PORT := 8880
 DEMO_HTTPS_PORT := 8443
 
-.PHONY: help venv testbed demo destroy test lint unit molecule docs bench-noop
+.PHONY: help venv testbed demo verify-demo destroy test lint unit molecule docs bench-noop
 
 help:
 	@echo "make demo     provision a local simulated server with site.yml (re-run to converge again)"
 	@echo "make destroy  remove the demo server"
+	@echo "make verify-demo  run the Molecule verify tests against the demo server"
 	@echo "make test     yamllint, ansible-lint, unit tests, Molecule (create/converge/idempotence/verify/destroy)"
 	@echo "make docs     regenerate the README's variable tables from meta/argument_specs.yml"
 
@@ -48,6 +49,13 @@ demo: venv testbed
 	$(TESTBED) up $(DEMO_NAME) --ssh-port $(DEMO_SSH_PORT) \
 	  --http-port $(DEMO_HTTP_PORT) --https-port $(DEMO_HTTPS_PORT)
 	ansible-playbook site.yml -i inventory/demo
+
+# The Molecule verify tests, run against the demo server instead.
+verify-demo: venv
+	$(TESTBED) up $(DEMO_NAME) --ssh-port $(DEMO_SSH_PORT) \
+	  --http-port $(DEMO_HTTP_PORT) --https-port $(DEMO_HTTPS_PORT)
+	pytest -p no:cacheprovider molecule/default/tests --hosts=ssh://root@127.0.0.1:$(DEMO_SSH_PORT) \
+	  --ssh-config=$(RPA_TESTBED_DIR)/ssh/config $(PYTEST_ARGS)
 
 destroy:
 	$(TESTBED) down $(DEMO_NAME)

@@ -209,6 +209,14 @@ def ensure_key() -> Path:
         os.chmod(SSH_KEY.parent, 0o700)
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "rpa-testbed",
              "-f", str(SSH_KEY)])
+    # For testinfra's ssh backend against a test server (make verify-demo).
+    config = SSH_KEY.parent / "config"
+    config.write_text("Host 127.0.0.1 localhost\n"
+                      f"  IdentityFile {SSH_KEY}\n"
+                      "  User root\n"
+                      "  StrictHostKeyChecking no\n"
+                      "  UserKnownHostsFile /dev/null\n"
+                      "  LogLevel ERROR\n")
     return SSH_KEY
 
 

@@ -23,7 +23,9 @@ TESTBED = ROOT / "testbed" / "testbed.py"
 
 
 # Outside Molecule the same tests run against the `make demo` server:
-#   pytest molecule/default/tests --hosts=all --ansible-inventory=inventory/demo --connection=ansible
+#   make verify-demo [PYTEST_ARGS=-k data_tier]
+# (testinfra's ssh backend with .testbed/ssh/config: its ansible backend does
+# not template the demo inventory's key path)
 DEMO = {"instance": "rpa-demo", "port": 2222, "identity_file": str(ROOT / ".testbed/ssh/id_ed25519")}
 
 
@@ -62,20 +64,36 @@ def probe_tcp(address: str, port: int, timeout: float = 2.0) -> str:
         return "filtered"
 
 
-def run_site(*args: str, check_json: bool = True) -> tuple[subprocess.CompletedProcess, dict]:
+def run_site(*args: str, check_json: bool = True, human: bool = False) -> tuple[subprocess.CompletedProcess, dict]:
     """Run site.yml from the project root against Molecule's inventory, JSON output."""
+    return run_playbook("site.yml", *args, check_json=check_json, human=human)
+
+
+def run_playbook(playbook: str, *args: str, check_json: bool = True,
+                 human: bool = False) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run a playbook (path relative to the project root) with JSON output.
+
+    human=True keeps ansible.cfg's own output (what an operator sees) instead.
+    """
     inventory = inventory_path()
-    env = dict(os.environ,
-               ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-               ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
-               # Replaces profile_tasks, whose report would corrupt the JSON on stdout.
-               ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.json",
-               ANSIBLE_NOCOLOR="1")
-    proc = subprocess.run([shutil.which("ansible-playbook") or "ansible-playbook", "site.yml",
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    if not human:
+        # The json callback replaces profile_tasks, whose report would corrupt the JSON on stdout.
+        env.update(ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
+                   ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.json")
+    proc = subprocess.run([shutil.which("ansible-playbook") or "ansible-playbook", playbook,
                            "-i", str(inventory), *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    data = json.loads(proc.stdout) if check_json else {}
+    data = json.loads(proc.stdout) if check_json and not human else {}
     return proc, data
+
+
+def message(res: dict) -> str:
+    """A task's message; for a loop, also those of its failed items (what the operator reads)."""
+    parts = [str(res.get("msg", ""))]
+    parts += [str(item.get("msg", "")) for item in res.get("results", []) if isinstance(item, dict)
+              and item.get("failed")]
+    return "\n".join(p for p in parts if p)
 
 
 def executed_tasks(data: dict, host: str) -> list[dict]:
@@ -88,5 +106,42 @@ def executed_tasks(data: dict, host: str) -> list[dict]:
                 continue
             out.append({"play": play["play"]["name"], "task": task["task"]["name"],
                         "failed": bool(res.get("failed")), "changed": bool(res.get("changed")),
-                        "skipped": bool(res.get("skipped")), "msg": str(res.get("msg", ""))})
+                        "skipped": bool(res.get("skipped")), "msg": message(res)})
     return out
+
+
+def secret(name: str) -> str:
+    """A demo/Molecule secret, generated on the controller by the password lookup (untracked)."""
+    base = Path(os.environ.get("RPA_TESTBED_DIR") or ROOT / ".testbed")
+    return (base / "secrets" / name).read_text().split()[0]
+
+
+CLIENT_ENV_DIR = "/root/.rpa-test"
+
+
+def ssh_run(server: dict, command: str, stdin: str = "") -> None:
+    ssh = ["ssh", "-i", server["key"], "-p", str(server["ssh_port"]), "-o", "StrictHostKeyChecking=no",
+           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "root@127.0.0.1", command]
+    subprocess.run(ssh, input=stdin, text=True, check=True, timeout=30)
+
+
+def put_file(server: dict, path: str, content: str) -> None:
+    """Write a root-only file in the server through SSH's stdin: no secret on a command line."""
+    ssh_run(server, f"umask 077 && mkdir -p $(dirname {path}) && cat > {path}", content)
+
+
+@pytest.fixture(scope="session")
+def client_env(server):
+    """Env files (0600, in the server) with the demo credentials for client containers.
+
+    Sent over SSH's stdin so that no secret is on a command line, in `ps`, or
+    in the repr of a failed command that pytest prints.
+    """
+    files = {
+        "postgres": f"PGPASSWORD={secret('postgres_app_password')}\nPGCONNECT_TIMEOUT=5\n",
+        "redis": f"REDISCLI_AUTH={secret('redis_password')}\n",
+    }
+    for name, content in files.items():
+        put_file(server, f"{CLIENT_ENV_DIR}/{name}.env", content)
+    yield {name: f"{CLIENT_ENV_DIR}/{name}.env" for name in files}
+    ssh_run(server, f"rm -rf {CLIENT_ENV_DIR}")

@@ -33,6 +33,16 @@ CASES = [
     ("docker_log_max_file", 0, "out of range"),
     ("docker_users", ["nosuchuser"], "user does not exist"),
     ("docker_daemon_options", "live-restore", "wrong type"),
+    ("pgbouncer_pool_mode", "transactional", "unknown pool mode"),
+    ("pgbouncer_default_pool_size", "twenty", "not an integer"),
+    ("pgbouncer_max_prepared_statements", 0, "transaction pooling without prepared statements"),
+    ("postgres_memory_limit", "1 GB", "not a Docker memory size"),
+    ("postgres_shared_buffers", "256M", "not a PostgreSQL size"),
+    ("postgres_app_password", "short-pass", "too short"),
+    ("postgres_superuser_password", "CHANGE-ME-0123456789", "the example placeholder"),
+    ("redis_password", "tooshort", "too short"),
+    ("redis_maxmemory_policy", "allkeys-lru", "would evict Celery's broker keys"),
+    ("redis_memory_limit", "384MB", "not a Docker memory size"),
 ]
 
 

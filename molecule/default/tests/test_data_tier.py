@@ -1,0 +1,205 @@
+"""The data tier: Postgres behind PgBouncer, Redis - real services in the server.
+
+Clients are throw-away containers that the tests start on the project's
+Compose network, the way the application reaches these services.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+
+import pytest
+
+from conftest import executed_tasks, run_site
+
+NETWORK = "rpa-engine_default"
+PGB_IMAGE = "rpa-testbed/pgbouncer:latest"
+PG_IMAGE = "rpa-testbed/postgres:latest"
+REDIS_IMAGE = "rpa-testbed/redis:latest"
+APP_USER = APP_DB = "rpa_engine"
+
+
+def client(host, image: str, argv: list[str], env_file: str | None = None, env: dict | None = None,
+           check: bool = False, entrypoint: str | None = None):
+    """Run a command in a new container on the project network (removed afterwards).
+
+    Real credentials come in env_file (see conftest.client_env), never on the command line.
+    """
+    env_args = f"--env-file {env_file} " if env_file else ""
+    env_args += " ".join(f"-e {k}={shlex.quote(v)}" for k, v in (env or {}).items())
+    if entrypoint:
+        env_args += f" --entrypoint {entrypoint}"
+    cmd = (f"docker run --rm --network {NETWORK} {env_args} {image} "
+           + " ".join(shlex.quote(a) for a in argv))
+    return host.check_output(cmd) if check else host.run(cmd)
+
+
+def psql(host, sql: str, env_file: str | None = None, password: str | None = None):
+    return client(host, PGB_IMAGE, ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-tA", "-h", "pgbouncer",
+                                    "-p", "6432", "-U", APP_USER, "-d", APP_DB, "-c", sql],
+                  env_file=env_file, env={"PGPASSWORD": password} if password else None)
+
+
+def redis_cli(host, *args: str, env_file: str | None = None, password: str | None = None):
+    return client(host, REDIS_IMAGE, ["redis-cli", "-h", "redis", *args], env_file=env_file,
+                  env={"REDISCLI_AUTH": password} if password else None)
+
+
+def container(host, service: str) -> dict:
+    return json.loads(host.check_output(f"docker inspect rpa-engine-{service}-1"))[0]
+
+
+def wait_healthy(host, service: str, timeout: float, not_started_at: str | None = None) -> float:
+    """Seconds until the service's container is healthy (and, if given, started anew)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        state = container(host, service)["State"]
+        fresh = not_started_at is None or state["StartedAt"] != not_started_at
+        if fresh and state["Status"] == "running" and state.get("Health", {}).get("Status") == "healthy":
+            return time.monotonic() - start
+        time.sleep(1)
+    raise AssertionError(f"{service} not healthy within {timeout}s: {container(host, service)['State']}")
+
+
+# ------------------------------------------------------------------ Postgres
+
+
+def test_login_through_pgbouncer_with_the_app_credentials(host, client_env):
+    res = psql(host, "select current_user || '@' || current_database()", client_env["postgres"])
+    assert res.rc == 0, res.stderr
+    assert res.stdout.strip() == f"{APP_USER}@{APP_DB}"
+
+
+def test_wrong_password_is_refused(host):
+    res = psql(host, "select 1", password="not-the-password-0123456789")
+    assert res.rc != 0
+    # PgBouncer's wording for a SCRAM exchange that failed on the password.
+    assert "SASL authentication failed" in res.stderr or "password authentication failed" in res.stderr, \
+        res.stderr
+
+
+def test_postgres_is_not_published_on_the_host(host):
+    for service in ("postgres", "pgbouncer"):
+        assert container(host, service)["HostConfig"]["PortBindings"] in (None, {}), service
+    listening = host.check_output("ss -Htln")
+    assert ":5432 " not in listening and ":6432 " not in listening, listening
+
+
+def test_pgbench_through_pgbouncer_transaction_pool_has_zero_errors(host, client_env):
+    """Several clients, prepared statements, transaction pooling: nothing fails."""
+    assert "pool_mode = transaction" in host.file("/opt/rpa-engine/config/pgbouncer/pgbouncer.ini").content_string
+    env = client_env["postgres"]
+    conn = ["-h", "pgbouncer", "-p", "6432", "-U", APP_USER, APP_DB]
+    init = client(host, PG_IMAGE, entrypoint="pgbench", argv=["-i", "-s", "2", "-q", *conn], env_file=env)
+    assert init.rc == 0, init.stderr
+    try:
+        run = client(host, PG_IMAGE, entrypoint="pgbench", argv=["-M", "prepared", "-c", "8", "-j", "2", "-t", "150",
+                                      "--max-tries", "1", *conn], env_file=env)
+        assert run.rc == 0, run.stdout + run.stderr
+        assert "number of transactions actually processed: 1200/1200" in run.stdout, run.stdout
+        assert "number of failed transactions: 0 " in run.stdout, run.stdout
+    finally:
+        client(host, PG_IMAGE, entrypoint="pgbench", argv=["-i", "-I", "d", *conn], env_file=env)
+
+
+def test_client_survives_a_pgbouncer_reload_caused_by_a_config_change(host, server, client_env):
+    """One psql session ticks every 0.5 s while site.yml changes the pool size."""
+    name = "rpa-test-reload-client"
+    host.run(f"docker rm -f {name}")
+    ini = "/opt/rpa-engine/config/pgbouncer/pgbouncer.ini"
+    assert "default_pool_size = 20" in host.file(ini).content_string
+    pgb_started = container(host, "pgbouncer")["State"]["StartedAt"]
+    script = "select 'tick', pg_backend_pid() \\watch i=0.5 c=2000"
+    host.check_output(
+        f"docker run -d --name {name} --network {NETWORK} --env-file {client_env['postgres']} "
+        f"{PGB_IMAGE} sh -c {shlex.quote(f'echo {shlex.quote(script)} | psql -X -v ON_ERROR_STOP=1 -tA -h pgbouncer -p 6432 -U {APP_USER} -d {APP_DB}')}")
+    try:
+        time.sleep(2)
+        before = host.check_output(f"docker logs {name} 2>&1").count("tick")
+        assert before >= 2, host.check_output(f"docker logs {name} 2>&1")
+        proc, data = run_site("--tags", "postgres", "-e", "pgbouncer_default_pool_size=21")
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        changed = [t["task"] for t in executed_tasks(data, server["name"]) if t["changed"]]
+        assert any("pgbouncer" in t.lower() and "reload" in t.lower() for t in changed), changed
+        assert "default_pool_size = 21" in host.file(ini).content_string
+        time.sleep(2)
+        state = json.loads(host.check_output(f"docker inspect {name}"))[0]["State"]
+        logs = host.check_output(f"docker logs {name} 2>&1")
+        assert state["Running"], f"the client was disconnected by the reload: {logs[-800:]}"
+        assert logs.count("tick") > before + 4, logs[-800:]
+        assert "error" not in logs.lower() and "closed" not in logs.lower(), logs[-800:]
+        # Reloaded in place, not restarted.
+        assert container(host, "pgbouncer")["State"]["StartedAt"] == pgb_started
+        assert "SIGHUP" in host.check_output("docker logs --since 5m rpa-engine-pgbouncer-1 2>&1")
+    finally:
+        host.run(f"docker rm -f {name}")
+        proc, _ = run_site("--tags", "postgres")
+        assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "default_pool_size = 20" in host.file(ini).content_string
+
+
+# --------------------------------------------------------------------- Redis
+
+
+def test_redis_refuses_unauthenticated_commands(host):
+    res = redis_cli(host, "set", "rpa-test:anon", "1")
+    assert "NOAUTH" in res.stdout + res.stderr, res.stdout + res.stderr
+
+
+def test_redis_wrong_password_is_refused(host):
+    res = redis_cli(host, "ping", password="not-the-password-0123456789")
+    assert "WRONGPASS" in res.stdout + res.stderr or "invalid" in (res.stdout + res.stderr).lower()
+
+
+def test_redis_never_evicts_and_persists_with_aof(host, client_env):
+    pw = client_env["redis"]
+    assert redis_cli(host, "config", "get", "maxmemory-policy", env_file=pw).stdout.split() == \
+        ["maxmemory-policy", "noeviction"]
+    assert redis_cli(host, "config", "get", "appendonly", env_file=pw).stdout.split() == ["appendonly", "yes"]
+    maxmemory = int(redis_cli(host, "config", "get", "maxmemory", env_file=pw).stdout.split()[1])
+    assert maxmemory == 256 * 1024 * 1024
+
+
+def test_redis_data_survives_a_container_restart(host, client_env):
+    pw = client_env["redis"]
+    assert redis_cli(host, "set", "rpa-test:durable", "kept", env_file=pw).stdout.strip() == "OK"
+    started = container(host, "redis")["State"]["StartedAt"]
+    host.check_output("docker restart rpa-engine-redis-1")
+    wait_healthy(host, "redis", 60, not_started_at=started)
+    try:
+        assert redis_cli(host, "get", "rpa-test:durable", env_file=pw).stdout.strip() == "kept"
+    finally:
+        redis_cli(host, "del", "rpa-test:durable", env_file=pw)
+
+
+def test_secret_files_are_root_only(host):
+    for path in ("/opt/rpa-engine/.env", "/opt/rpa-engine/env.d/postgres.json", "/opt/rpa-engine/env.d/redis.json"):
+        f = host.file(path)
+        assert f.user == "root" and f.mode == 0o600, (path, f.user, oct(f.mode))
+    # Read by the service users inside the containers, never by others.
+    for path in ("/opt/rpa-engine/config/pgbouncer/userlist.txt", "/opt/rpa-engine/config/redis/users.acl"):
+        f = host.file(path)
+        assert f.exists, path
+        assert f.mode & 0o007 == 0, (path, oct(f.mode))
+
+
+# ------------------------------------------------------------- self-healing
+
+
+@pytest.mark.parametrize("service", ["postgres", "pgbouncer", "redis"])
+def test_docker_kill_heals_within_60_seconds(host, client_env, service):
+    started = container(host, service)["State"]["StartedAt"]
+    host.check_output(f"docker kill rpa-engine-{service}-1")
+    took = wait_healthy(host, service, 60, not_started_at=started)
+    assert took < 60
+    if service == "postgres":
+        # PgBouncer's server connections were cut; new clients must get through again.
+        deadline = time.monotonic() + 30
+        while True:
+            res = psql(host, "select 1", client_env["postgres"])
+            if res.rc == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert res.rc == 0, res.stderr

@@ -1,0 +1,92 @@
+"""The rpa_compose health gate against a deliberately broken Redis definition.
+
+The broken definitions live in files/broken_redis.yml (test only); each test
+leaves Redis converged back to the role's definition.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pytest
+
+from conftest import run_playbook, run_site
+
+BROKEN = "molecule/default/tests/files/broken_redis.yml"
+TASK = "Apply the broken definition through the gate."
+
+
+def gate_task(data: dict, host: str) -> tuple[dict, float]:
+    """The gate task's result on host and its wall time in seconds."""
+    for play in data["plays"]:
+        for task in play["tasks"]:
+            if task["task"]["name"] == TASK:
+                span = task["task"]["duration"]
+                took = (datetime.fromisoformat(span["end"]) - datetime.fromisoformat(span["start"])).total_seconds()
+                return task["hosts"][host], took
+    raise AssertionError(f"task {TASK!r} did not run")
+
+
+def redis(host) -> dict:
+    return json.loads(host.check_output("docker inspect rpa-engine-redis-1"))[0]
+
+
+def redis_cli(host, *args: str) -> str:
+    return host.check_output(
+        "docker exec rpa-engine-redis-1 redis-cli " + " ".join(args)).strip()
+
+
+@pytest.fixture
+def converged_redis(host):
+    """Redis as the role defines it, before and after the test."""
+    healthy = redis(host)
+    assert healthy["State"]["Health"]["Status"] == "healthy"
+    yield healthy
+    proc, _ = run_site("--tags", "redis")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    after = redis(host)
+    assert after["State"]["Health"]["Status"] == "healthy"
+    assert after["Config"]["Cmd"] == healthy["Config"]["Cmd"]
+
+
+def test_unhealthy_service_fails_the_gate_fast_naming_it(host, server, converged_redis):
+    # The broken health check: start_period 4 s, interval 2 s.
+    bound = 4 + 2 * 2 + 10
+    proc, data = run_playbook(BROKEN, "-e", "broken_kind=unhealthy broken_rollback=false")
+    assert proc.returncode != 0
+    result, took = gate_task(data, server["name"])
+    assert result.get("failed"), result
+    msg = result["msg"]
+    assert "fragment redis failed its health gate" in msg, msg
+    assert "redis" in msg and "unhealthy" in msg, msg
+    assert "deliberately failing health check" in msg, msg  # the last health-check output
+    assert "Not rolled back (rollback is off)" in msg, msg
+    assert took <= bound, f"the gate took {took:.1f}s to fail, more than {bound}s"
+
+
+def test_crash_loop_rolls_back_to_the_previous_healthy_definition(host, server, converged_redis):
+    redis_cli(host, "set", "rpa-test:gate", "before-the-broken-definition")
+    fragment = host.file("/opt/rpa-engine/compose.d/redis.yml").content_string
+    compose = host.file("/opt/rpa-engine/docker-compose.yml").content_string
+    # Real health check: start_period 10 s, interval 5 s; rollback adds its own gate.
+    proc, data = run_playbook(BROKEN, "-e", "broken_kind=crash broken_rollback=true")
+    assert proc.returncode != 0
+    result, took = gate_task(data, server["name"])
+    msg = result["msg"]
+    assert "fragment redis failed its health gate" in msg, msg
+    assert "no-such-option" in msg or "Bad directive" in msg or "exited" in msg, msg  # log tail / state
+    assert "Rolled back to the previous definition; it is healthy again." in msg, msg
+    assert result["rolled_back"] is True
+    assert took <= 10 + 2 * 5 + 10 + 60, f"fail + rollback took {took:.1f}s"
+    # The previous definition is what serves now, with its data.
+    live = redis(host)
+    assert live["State"]["Health"]["Status"] == "healthy"
+    assert live["Config"]["Cmd"] == converged_redis["Config"]["Cmd"]
+    assert host.file("/opt/rpa-engine/compose.d/redis.yml").content_string == fragment
+    assert host.file("/opt/rpa-engine/docker-compose.yml").content_string == compose
+    try:
+        assert redis_cli(host, "get", "rpa-test:gate") == "before-the-broken-definition"
+    finally:
+        redis_cli(host, "del", "rpa-test:gate")
+

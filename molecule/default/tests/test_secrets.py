@@ -1,0 +1,37 @@
+"""No secret in plain text: not in Ansible's output at -vvv, not in a file others can read."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import put_file, run_site, secret
+
+SECRETS = ["postgres_app_password", "postgres_superuser_password", "redis_password"]
+SEARCHED = "/opt /etc /var/log /root /home /tmp /srv /usr/local"
+
+
+def test_no_secret_in_verbose_output():
+    proc, _ = run_site("-vvv", "--tags", "postgres,redis", human=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    output = proc.stdout + proc.stderr
+    assert len(output) > 10000  # -vvv really was verbose
+    leaked = [name for name in SECRETS if secret(name) in output]
+    assert not leaked, f"printed at -vvv: {leaked}"
+
+
+@pytest.mark.parametrize("name", SECRETS)
+def test_secret_is_only_in_root_only_files(host, server, name):
+    # The value goes to grep through a 0600 file, never on a command line.
+    pattern = "/root/.rpa-secret-scan/pattern"
+    put_file(server, pattern, secret(name) + "\n")
+    try:
+        found = host.run(f"grep -rlF -f {pattern} {SEARCHED} --exclude-dir=.rpa-secret-scan "
+                         "--exclude-dir=.rpa-test 2>/dev/null").stdout.split()
+    finally:
+        host.run("rm -rf /root/.rpa-secret-scan")
+    for path in found:
+        f = host.file(path)
+        assert f.user == "root" and f.mode & 0o077 == 0, f"{name} is in {path} ({f.user}, {oct(f.mode)})"
+    if name != "postgres_app_password":
+        # Interpolated by Compose from .env (the app password only ever reaches the server as a verifier).
+        assert "/opt/rpa-engine/.env" in found, found
