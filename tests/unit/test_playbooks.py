@@ -70,3 +70,18 @@ def test_no_unencrypted_vault_is_tracked():
         path = Path(name)
         if path.name.startswith("vault") and path.suffix in {".yml", ".yaml"}:
             assert (ROOT / path).read_text().startswith("$ANSIBLE_VAULT"), f"{name} is not encrypted"
+
+
+MODULES = sorted(p.stem for p in (ROOT / "library").glob("*.py"))
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_custom_module_documentation_renders(module):
+    """`ansible-doc -M library NAME` renders DOCUMENTATION, EXAMPLES and RETURN."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run(["ansible-doc", "-M", "library", module], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "[WARNING]" not in proc.stderr, proc.stderr
+    for section in ("OPTIONS", "EXAMPLES", "RETURN VALUES"):
+        assert section in proc.stdout, f"{module}: no {section} in ansible-doc output"

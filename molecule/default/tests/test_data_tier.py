@@ -119,7 +119,7 @@ def test_client_survives_a_pgbouncer_reload_caused_by_a_config_change(host, serv
         time.sleep(2)
         before = host.check_output(f"docker logs {name} 2>&1").count("tick")
         assert before >= 2, host.check_output(f"docker logs {name} 2>&1")
-        proc, data = run_site("--tags", "postgres", "-e", "pgbouncer_default_pool_size=21")
+        proc, data = run_site("--tags", "postgres", "-e", "postgres_pgbouncer_default_pool_size=21")
         assert proc.returncode == 0, proc.stdout[-3000:]
         changed = [t["task"] for t in executed_tasks(data, server["name"]) if t["changed"]]
         assert any("pgbouncer" in t.lower() and "reload" in t.lower() for t in changed), changed
