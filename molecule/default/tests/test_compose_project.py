@@ -1,0 +1,54 @@
+"""The one Compose project rpa-engine: its files, its invariants, the deployer's command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+PROJECT = "/opt/rpa-engine"
+COMPOSE = (f"docker compose --project-directory {PROJECT} -f {PROJECT}/docker-compose.yml "
+           f"--env-file {PROJECT}/.env")
+# A CX22 has 4 GB; the host, Caddy and the page cache need the rest.
+MEMORY_BUDGET = 3 * 1024**3
+
+
+@pytest.fixture(scope="module")
+def config(host) -> dict:
+    return json.loads(host.check_output(f"{COMPOSE} config --format json"))
+
+
+def test_project_files_are_root_owned_and_env_is_0600(host):
+    env = host.file(f"{PROJECT}/.env")
+    assert (env.user, env.group, env.mode) == ("root", "root", 0o600)
+    compose = host.file(f"{PROJECT}/docker-compose.yml")
+    assert compose.user == "root" and compose.mode & 0o007 == 0
+    assert host.file(PROJECT).mode == 0o750
+
+
+def test_project_is_valid_and_named(host, config):
+    assert config["name"] == "rpa-engine"
+    assert host.run(f"{COMPOSE} config --quiet").rc == 0
+
+
+def test_every_service_is_hardened_and_bounded(config):
+    total = 0
+    for name, svc in config["services"].items():
+        assert svc.get("restart") in ("unless-stopped", "always"), name
+        assert svc.get("healthcheck", {}).get("test"), f"{name} has no health check"
+        assert "no-new-privileges:true" in svc.get("security_opt", []), name
+        assert svc.get("mem_limit"), f"{name} has no memory limit"
+        total += int(svc["mem_limit"])
+        for port in svc.get("ports", []):
+            assert port.get("host_ip") == "127.0.0.1", f"{name} publishes {port} beyond loopback"
+    assert total <= MEMORY_BUDGET, f"memory limits add up to {total / 1024**3:.2f} GiB"
+
+
+def test_deployer_command_works_for_every_service_without_recreating(host, config):
+    """The invariant the deployer depends on: `up -d SERVICE` with the project's own files."""
+    for service in sorted(config["services"]):
+        before = host.check_output(f"docker inspect --format '{{{{.Id}}}}' rpa-engine-{service}-1")
+        res = host.run(f"{COMPOSE} up -d {service}")
+        assert res.rc == 0, f"{service}: {res.stderr}"
+        after = host.check_output(f"docker inspect --format '{{{{.Id}}}}' rpa-engine-{service}-1")
+        assert before == after, f"{service} was recreated by a no-op up"
