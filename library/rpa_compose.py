@@ -43,9 +43,11 @@ options:
     type: str
     required: true
   definition:
-    description: The fragment - a mapping with C(services) and optionally C(volumes) and C(networks).
+    description:
+      - The fragment - a mapping with C(services) and optionally C(volumes) and C(networks).
+      - Omitted, the fragment already stored on the host is applied again with its stored I(env)
+        (for example to start services that a playbook stopped, through the gate).
     type: dict
-    required: true
   env:
     description: Variables the fragment interpolates (C(${VAR})); stored mode 0600, never returned or logged.
     type: dict
@@ -322,7 +324,7 @@ def main():
             project_dir=dict(type="path", default="/opt/rpa-engine"),
             project_name=dict(type="str", default="rpa-engine"),
             fragment=dict(type="str", required=True),
-            definition=dict(type="dict", required=True),
+            definition=dict(type="dict"),
             env=dict(type="dict", default={}, no_log=True),
             services=dict(type="list", elements="str"),
             stable_seconds=dict(type="int", default=5),
@@ -338,6 +340,13 @@ def main():
     p = module.params
     project = Project(module)
     definition = p["definition"]
+    if definition is None:
+        stored = read(project.frag_file)
+        if stored is None:
+            module.fail_json(msg="rpa_compose: no definition given and no stored fragment %s" % project.frag_file)
+        definition = yaml.safe_load(stored) or {}
+        stored_env = read(project.env_frag_file)
+        p["env"] = json.loads(stored_env) if stored_env else {}
     fragment_services = sorted((definition.get("services") or {}).keys())
     services = p["services"] or fragment_services
     unknown = sorted(set(services) - set(fragment_services))

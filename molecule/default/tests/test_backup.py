@@ -1,0 +1,233 @@
+"""The backup role: dumps that are verified, pruned, drilled, restorable, and loud when they fail."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from conftest import executed_tasks, put_file, run_playbook, run_site
+
+BACKUP_DIR = "/var/backups/rpa-engine"
+METRICS = "/var/lib/node_exporter/textfile_collector/rpa_backup.prom"
+ROWS = 50000
+
+
+def sql(host, statement: str) -> str:
+    return host.check_output(
+        "docker exec rpa-engine-postgres-1 psql -X -tAq -v ON_ERROR_STOP=1 -U postgres -d rpa_engine -c "
+        + json.dumps(statement))
+
+
+def probe_rows(host) -> int:
+    return int(sql(host, "select count(*) from backup_probe"))
+
+
+def dumps(host) -> list[str]:
+    """Dump names, newest first."""
+    return [line.split("\t")[0] for line in host.check_output("rpa-backup list").splitlines()]
+
+
+def metrics(host) -> dict[str, float]:
+    out = {}
+    for line in host.file(METRICS).content_string.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.split()
+            out[name] = float(value)
+    return out
+
+
+def now(host) -> float:
+    return float(host.check_output("date +%s"))
+
+
+def start_unit(host, unit: str):
+    return host.run(f"systemctl start {unit}")
+
+
+def journal(host, unit: str, since: str) -> str:
+    return host.check_output(f"journalctl -u {unit} --since '{since}' --no-pager -o cat")
+
+
+@pytest.fixture(scope="module")
+def probe_table(host):
+    """A table of the application's database with known rows (owned by the app role)."""
+    sql(host, "drop table if exists backup_probe")
+    sql(host, "create table backup_probe (id int primary key, payload text not null)")
+    sql(host, f"insert into backup_probe select i, md5(random()::text) || md5(i::text) "
+              f"from generate_series(1, {ROWS}) i")
+    sql(host, "alter table backup_probe owner to rpa_engine")
+    yield "public.backup_probe"
+    sql(host, "drop table if exists backup_probe")
+
+
+def test_tags_backup_takes_the_first_dump_on_a_server_without_one(host, server, probe_table):
+    host.check_output(f"find {BACKUP_DIR} -mindepth 1 -delete")
+    proc, data = run_site("--tags", "backup")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    changed = [t["task"] for t in executed_tasks(data, server["name"]) if t["changed"]]
+    assert changed == ["backup : Ensure there is at least one verified dump."], changed
+    names = dumps(host)
+    assert len(names) == 1, names
+    assert host.run(f"rpa-backup verify {names[0]}").rc == 0
+    counts = json.loads(host.file(f"{BACKUP_DIR}/{names[0]}.counts.json").content_string)
+    assert counts[probe_table] == ROWS
+    for suffix in ("", ".sha256", ".counts.json"):
+        f = host.file(f"{BACKUP_DIR}/{names[0]}{suffix}")
+        assert f.user == "root" and f.mode == 0o600, (suffix, oct(f.mode))
+    assert host.file(BACKUP_DIR).mode == 0o700
+
+
+def test_timer_is_scheduled_and_persistent(host):
+    show = host.check_output("systemctl show rpa-backup.timer -p TimersCalendar -p Persistent -p RandomizedDelayUSec")
+    assert "OnCalendar=*-*-* 03:15:00" in show and "Persistent=yes" in show and "RandomizedDelayUSec=15min" in show
+    assert host.service("rpa-backup.timer").is_enabled
+    assert host.service("rpa-backup-drill.timer").is_running
+
+
+def test_backup_unit_makes_a_verified_dump_and_the_drill_matches(host, probe_table):
+    before = now(host)
+    res = start_unit(host, "rpa-backup.service")
+    assert res.rc == 0, res.stderr
+    newest = dumps(host)[0]
+    assert newest.startswith("rpa_engine-") and newest.endswith(".dump")
+    sha_line = host.file(f"{BACKUP_DIR}/{newest}.sha256").content_string
+    assert sha_line.split()[1] == newest
+    assert host.run(f"cd {BACKUP_DIR} && sha256sum -c {newest}.sha256").rc == 0
+    assert host.check_output("head -c 5 " + f"{BACKUP_DIR}/{newest}") == "PGDMP"  # custom format
+    res = start_unit(host, "rpa-backup-drill.service")
+    assert res.rc == 0, res.stderr
+    log = journal(host, "rpa-backup-drill", "-2min")
+    assert f"restore drill of {newest}" in log and "every row count matches" in log, log
+    # The scratch database is gone again.
+    assert sql(host, "select count(*) from pg_database where datname = 'rpa_backup_drill'") == "0"
+    m = metrics(host)
+    assert m["rpa_backup_last_run_success"] == 1 and m["rpa_backup_last_verify_success"] == 1
+    assert m["rpa_backup_drill_success"] == 1
+    assert m["rpa_backup_last_success_timestamp_seconds"] >= before - 1
+    assert m["rpa_backup_last_size_bytes"] == host.file(f"{BACKUP_DIR}/{newest}").size
+
+
+def test_drill_fails_when_the_restored_rows_differ(host, server, probe_table):
+    newest = dumps(host)[0]
+    counts_path = f"{BACKUP_DIR}/{newest}.counts.json"
+    original = host.file(counts_path).content_string
+    wrong = json.loads(original)
+    wrong[probe_table] += 1
+    put_file(server, counts_path, json.dumps(wrong))
+    try:
+        res = start_unit(host, "rpa-backup-drill.service")
+        assert res.rc != 0
+        log = journal(host, "rpa-backup-drill", "-1min")
+        assert f"{probe_table}: {ROWS} rows restored, {ROWS + 1} dumped" in log, log
+        assert metrics(host)["rpa_backup_drill_success"] == 0
+    finally:
+        put_file(server, counts_path, original)
+    assert start_unit(host, "rpa-backup-drill.service").rc == 0
+    assert metrics(host)["rpa_backup_drill_success"] == 1
+
+
+def test_corrupted_or_truncated_copies_fail_verification(host, probe_table):
+    newest = dumps(host)[0]
+    work = "/var/tmp/rpa-corrupt"
+    host.check_output(f"rm -rf {work} && mkdir -m 700 {work} && cp -p {BACKUP_DIR}/{newest}* {work}/")
+    copy = f"{work}/{newest}"
+    size = host.file(copy).size
+    try:
+        host.check_output(f"printf '\\x00\\xff\\x13\\x37\\x00\\xff\\x13\\x37' | "
+                          f"dd of={copy} bs=1 seek={size // 2} conv=notrunc status=none")
+        res = host.run(f"rpa-backup verify {copy}")
+        assert res.rc != 0 and "checksum mismatch" in res.stderr, res.stderr
+        # (Without the checksum a flip inside zstd's raw literals can decode "fine": the
+        # sha256 written at dump time is what catches bit rot; the full read catches a
+        # dump that was bad from the start, e.g. cut short.)
+        # A truncated dump: `pg_restore --list` would not notice, the full read does.
+        host.check_output(f"cp -p {BACKUP_DIR}/{newest} {copy} && truncate -s {size * 2 // 3} {copy} "
+                          f"&& cd {work} && sha256sum {newest} > {newest}.sha256")
+        assert host.run(f"docker exec -i rpa-engine-postgres-1 pg_restore --list < {copy}").rc == 0
+        res = host.run(f"rpa-backup verify {copy}")
+        assert res.rc != 0 and "pg_restore could not read the whole dump" in res.stderr, res.stderr
+    finally:
+        host.run(f"rm -rf {work}")
+    assert host.run(f"rpa-backup verify {newest}").rc == 0  # the original is untouched
+
+
+def test_retention_keeps_the_seven_newest_daily_dumps(host, probe_table):
+    newest = dumps(host)[0]
+    old = []
+    for days in range(1, 11):
+        stamp = host.check_output(f"date -u -d '{days} days ago' +%Y%m%dT%H%M%SZ")
+        name = f"rpa_engine-{stamp}.dump"
+        for suffix in ("", ".sha256", ".counts.json"):
+            host.check_output(f"cp {BACKUP_DIR}/{newest}{suffix} {BACKUP_DIR}/{name}{suffix} && "
+                              f"touch -d '{days} days ago' {BACKUP_DIR}/{name}{suffix}")
+        old.append(name)
+    assert start_unit(host, "rpa-backup.service").rc == 0
+    kept = dumps(host)
+    assert len(kept) == 7, kept
+    assert kept[1:] == old[:6], kept  # today's new dump, then 1..6 days old
+    listing = host.check_output(f"ls -A {BACKUP_DIR}").split()
+    for name in old[6:]:
+        assert not any(entry.startswith(name) for entry in listing), f"{name} or its side files survived"
+    assert metrics(host)["rpa_backup_dumps"] == 7
+
+
+def test_disk_full_fails_loudly_and_leaves_older_dumps_intact(host, probe_table):
+    newest = dumps(host)[0]
+    size = host.file(f"{BACKUP_DIR}/{newest}").size
+    tiny = "/mnt/rpa-tiny-backups"
+    older = "rpa_engine-20260101T000000Z.dump"
+    host.check_output(f"mkdir -p {tiny} && mount -t tmpfs -o size={size + 64 * 1024},mode=700 rpa-tiny {tiny}")
+    try:
+        host.check_output(f"cp {BACKUP_DIR}/{newest} {tiny}/{older} && "
+                          f"sed 's/{newest}/{older}/' {BACKUP_DIR}/{newest}.sha256 > {tiny}/{older}.sha256")
+        res = host.run(f"systemd-run --unit rpa-backup-diskfull --wait --collect --quiet "
+                       f"/usr/local/sbin/rpa-backup --backup-dir {tiny} backup")
+        assert res.rc != 0, "the backup into a full disk reported success"
+        log = journal(host, "rpa-backup-diskfull", "-2min")
+        assert "rpa-backup backup FAILED" in log and "no space left on device" in log.lower(), log
+        assert sorted(host.check_output(f"ls -A {tiny}").split()) == [older, f"{older}.sha256"]
+        assert host.run(f"cd {tiny} && sha256sum -c {older}.sha256").rc == 0
+        m = metrics(host)
+        assert m["rpa_backup_last_run_success"] == 0 and m["rpa_backup_last_verify_success"] == 0
+    finally:
+        host.run(f"umount {tiny} && rmdir {tiny}")
+    assert start_unit(host, "rpa-backup.service").rc == 0
+    assert metrics(host)["rpa_backup_last_run_success"] == 1
+
+
+def test_restore_playbook_refuses_without_confirmation(host, server, probe_table):
+    sql(host, "delete from backup_probe where id <= 1000")
+    try:
+        proc, data = run_playbook("playbooks/restore.yml")
+        assert proc.returncode != 0
+        failed = [t for t in executed_tasks(data, server["name"]) if t["failed"]]
+        assert "restore_confirm=true" in failed[0]["msg"], failed
+        assert probe_rows(host) == ROWS - 1000
+    finally:
+        # Put the rows back for the next test without a restore.
+        sql(host, "insert into backup_probe select i, md5(i::text) from generate_series(1, 1000) i")
+
+
+def test_restore_playbook_brings_deleted_rows_back(host, server, probe_table):
+    assert start_unit(host, "rpa-backup.service").rc == 0
+    checksum_before = sql(host, "select md5(string_agg(payload, ',' order by id)) from backup_probe")
+    sql(host, "delete from backup_probe where id % 3 = 0")
+    assert probe_rows(host) < ROWS
+    proc, data = run_playbook("playbooks/restore.yml", "-e", "restore_confirm=true")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert probe_rows(host) == ROWS
+    assert sql(host, "select md5(string_agg(payload, ',' order by id)) from backup_probe") == checksum_before
+    # Still owned by the application role after --clean.
+    assert sql(host, "select tableowner from pg_tables where tablename = 'backup_probe'") == "rpa_engine"
+
+
+def test_backup_playbook_fetches_a_verified_dump(host, tmp_path, probe_table):
+    proc, _ = run_playbook("playbooks/backup.yml", "-e", f"backup_fetch_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    fetched = sorted((tmp_path).rglob("*.dump"))
+    assert len(fetched) == 1, list(tmp_path.rglob("*"))
+    expected = (fetched[0].parent / (fetched[0].name + ".sha256")).read_text().split()[0]
+    assert hashlib.sha256(fetched[0].read_bytes()).hexdigest() == expected
+    assert fetched[0].name == dumps(host)[0]
