@@ -43,6 +43,11 @@ CASES = [
     ("redis_password", "tooshort", "too short"),
     ("redis_maxmemory_policy", "allkeys-lru", "would evict Celery's broker keys"),
     ("redis_memory_limit", "384MB", "not a Docker memory size"),
+    ("backup_schedule", "every day at three", "not a systemd OnCalendar expression"),
+    ("backup_keep_daily", 0, "retention below 1"),
+    ("backup_dir", "backups", "a relative path"),
+    ("backup_dir", "/proc/rpa-backups", "a virtual file system"),
+    ("backup_dir", "/etc/hostname/rpa-backups", "cannot be created: a file is in the way"),
 ]
 
 
