@@ -48,10 +48,10 @@ def test_role_has_specs_preflight_and_thin_main(role):
 
 @pytest.mark.parametrize("role", ROLES)
 def test_role_is_applied_by_site_with_its_tag(role):
-    play = yaml.safe_load((ROOT / "playbooks" / f"{role}.yml").read_text())[0]
-    assert play["roles"] == [{"role": role, "tags": [role]}]
-    site = (ROOT / "site.yml").read_text()
-    assert f"playbooks/{role}.yml" in site
+    imported = [entry["ansible.builtin.import_playbook"] for entry in yaml.safe_load((ROOT / "site.yml").read_text())]
+    applying = [path for path in imported
+                if yaml.safe_load((ROOT / path).read_text())[0].get("roles") == [{"role": role, "tags": [role]}]]
+    assert len(applying) == 1, f"site.yml should apply role {role} with tag {role} exactly once: {applying}"
     preflight = (ROOT / "playbooks" / "preflight.yml").read_text()
     assert f"name: {role}\n" in preflight, f"playbooks/preflight.yml does not check {role}"
 
