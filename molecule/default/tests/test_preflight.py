@@ -48,6 +48,12 @@ CASES = [
     ("backup_dir", "backups", "a relative path"),
     ("backup_dir", "/proc/rpa-backups", "a virtual file system"),
     ("backup_dir", "/etc/hostname/rpa-backups", "cannot be created: a file is in the way"),
+    ("monitoring_retention_time", "15 days", "not a Prometheus duration"),
+    ("monitoring_retention_size", "2G", "not a Prometheus size"),
+    ("monitoring_scrape_interval", "1s", "below 5 s"),
+    ("monitoring_scrape_interval", "often", "not a duration"),
+    ("monitoring_grafana_port", 70000, "port out of range"),
+    ("monitoring_cadvisor_port", 9100, "port taken by node-exporter"),
 ]
 
 

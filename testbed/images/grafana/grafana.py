@@ -36,6 +36,10 @@ def load_yaml_dir(sub):
 
 def load():
     datasources, dashboards = [], []
+    for sub in ("", "datasources", "dashboards"):
+        folder = os.path.join(PROVISIONING, sub)
+        if os.path.isdir(folder) and not os.access(folder, os.R_OK | os.X_OK):
+            sys.exit(f"provisioning: {folder}: permission denied")
     for path, doc in load_yaml_dir("datasources"):
         for ds in doc.get("datasources", []):
             if not ds.get("name") or not ds.get("type") or not ds.get("url"):

@@ -1,0 +1,155 @@
+"""The monitoring role: Prometheus, Grafana (stand-in), cAdvisor (stand-in), node-exporter.
+
+In the test bed Grafana and cAdvisor are stand-ins (testbed/images/grafana,
+testbed/images/cadvisor; see the README): the tests check what the stand-ins
+honestly reproduce - the interface, the provisioning files, real container
+metrics - not Grafana's UI.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import probe_tcp, put_file, run_site, secret
+
+PORTS = {"prometheus": 9090, "grafana": 3001, "cadvisor": 8080, "node-exporter": 9100}
+RULES = "/opt/rpa-engine/config/monitoring/prometheus/rules/rpa-engine.yml"
+PROM_CFG = "/opt/rpa-engine/config/monitoring/prometheus/prometheus.yml"
+
+
+def prom(host, path: str) -> dict:
+    return json.loads(host.check_output(f"curl -fsS 'http://127.0.0.1:9090{path}'"))
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {timeout}s")
+        time.sleep(3)
+
+
+def targets(host) -> dict[str, str]:
+    return {t["labels"]["job"]: t["health"] for t in prom(host, "/api/v1/targets")["data"]["activeTargets"]}
+
+
+def test_every_configured_target_is_up(host):
+    wait_for(lambda: set(targets(host).values()) == {"up"}, 90, f"targets not all up: {targets(host)}")
+    assert set(targets(host)) >= {"prometheus", "node", "cadvisor"}
+
+
+def test_promtool_accepts_the_live_config_and_rules(host):
+    for check in (f"check config {PROM_CFG.replace('/opt/rpa-engine/config/monitoring/prometheus', '/etc/prometheus')}",
+                  "check rules /etc/prometheus/rules/rpa-engine.yml"):
+        res = host.run(f"docker exec rpa-engine-prometheus-1 promtool {check}")
+        assert res.rc == 0, res.stdout + res.stderr
+        assert "SUCCESS" in res.stdout + res.stderr
+
+
+def test_alert_rules_pass_their_promtool_unit_tests(host, server):
+    """Each alert fires on the series it is meant for (files/rules_test.yml)."""
+    work = "/root/.rpa-rules-test"
+    put_file(server, f"{work}/rules_test.yml", (Path(__file__).parent / "files" / "rules_test.yml").read_text())
+    try:
+        host.check_output(f"cp {RULES} {work}/rpa-engine.yml")
+        res = host.run(f"docker run --rm --network none --user 0:0 -v {work}:/rt:ro -w /rt "
+                       "--entrypoint promtool rpa-testbed/prometheus:latest test rules rules_test.yml")
+        assert res.rc == 0, res.stdout + res.stderr
+    finally:
+        host.run(f"rm -rf {work}")
+
+
+def test_retention_caps_are_effective(host):
+    flags = prom(host, "/api/v1/status/flags")["data"]
+    assert flags["storage.tsdb.retention.time"] == "15d"
+    assert flags["storage.tsdb.retention.size"] == "2GiB"  # Prometheus' "GB" is 1024-based
+
+
+def test_a_failing_target_fires_target_down(host):
+    extra = [{"job_name": "deliberately-down", "static_configs": [{"targets": ["127.0.0.1:9"]}]}]
+    proc, _ = run_site("--tags", "monitoring", "-e", json.dumps(
+        {"monitoring_extra_scrape_configs": extra, "monitoring_target_down_for": "10s",
+         "monitoring_scrape_interval": "5s", "monitoring_evaluation_interval": "5s"}))
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    try:
+        def firing():
+            alerts = prom(host, "/api/v1/alerts")["data"]["alerts"]
+            return [a for a in alerts if a["labels"].get("alertname") == "TargetDown"
+                    and a["labels"].get("job") == "deliberately-down" and a["state"] == "firing"]
+        alert = wait_for(firing, 90, "TargetDown for the deliberately failing target did not fire")[0]
+        assert alert["labels"]["severity"] == "critical"
+        # Only the broken target: the real ones stay up.
+        assert {job: h for job, h in targets(host).items() if job != "deliberately-down"} == \
+            {"prometheus": "up", "node": "up", "cadvisor": "up"}
+    finally:
+        proc, _ = run_site("--tags", "monitoring")
+        assert proc.returncode == 0, proc.stdout[-3000:]
+    wait_for(lambda: "deliberately-down" not in targets(host), 30, "the test target was not removed")
+
+
+@pytest.mark.parametrize("service", sorted(PORTS))
+def test_port_is_bound_to_loopback_only(host, server, service):
+    port = PORTS[service]
+    listeners = [line.split()[3] for line in host.check_output("ss -Htln").splitlines()
+                 if line.split()[3].endswith(f":{port}")]
+    assert listeners == [f"127.0.0.1:{port}"], listeners
+    bindings = json.loads(host.check_output(
+        f"docker inspect --format '{{{{json .HostConfig.PortBindings}}}}' rpa-engine-{service}-1"))
+    assert [b["HostIp"] for spec in bindings.values() for b in spec] == ["127.0.0.1"], bindings
+    assert host.run(f"curl -fsS -o /dev/null --max-time 5 http://127.0.0.1:{port}/").rc in (0, 22)
+    assert probe_tcp(server["address"], port) != "open", f"{service} answers from outside the server"
+
+
+def test_node_exporter_serves_the_backup_metrics_to_prometheus(host):
+    def value():
+        result = prom(host, "/api/v1/query?query=rpa_backup_last_success_timestamp_seconds")["data"]["result"]
+        return result and float(result[0]["value"][1])
+    assert wait_for(value, 60, "rpa_backup_last_success_timestamp_seconds not in Prometheus") > 1.7e9
+
+
+def test_cadvisor_reports_real_container_metrics(host):
+    metrics = host.check_output("curl -fsS http://127.0.0.1:8080/metrics")
+    redis = [line for line in metrics.splitlines()
+             if line.startswith("container_memory_usage_bytes{") and 'name="rpa-engine-redis-1"' in line]
+    assert redis and float(redis[0].rsplit(" ", 1)[1]) > 1e6, redis
+    limit = [line for line in metrics.splitlines()
+             if line.startswith("container_spec_memory_limit_bytes{") and 'name="rpa-engine-redis-1"' in line]
+    assert float(limit[0].rsplit(" ", 1)[1]) == 384 * 1024 * 1024
+
+
+def grafana(host, path: str, password: str | None = None) -> tuple[int, str]:
+    auth = ""
+    if password is not None:
+        token = base64.b64encode(f"admin:{password}".encode()).decode()
+        auth = f"-H 'Authorization: Basic {token}'"
+    out = host.check_output(f"curl -sS -o /dev/stdout -w '\\n%{{http_code}}' {auth} http://127.0.0.1:3001{path}")
+    body, _, code = out.rpartition("\n")
+    return int(code), body
+
+
+def test_grafana_is_healthy_and_refuses_anonymous_access(host):
+    code, body = grafana(host, "/api/health")
+    assert code == 200 and json.loads(body)["database"] == "ok"
+    assert grafana(host, "/api/datasources")[0] == 401
+    assert grafana(host, "/api/datasources", "wrong-password-0123456789")[0] == 401
+
+
+def test_grafana_provisioning_is_loaded_and_its_datasource_resolves(host):
+    code, body = grafana(host, "/api/datasources", secret("grafana_admin_password"))
+    assert code == 200, body
+    [ds] = json.loads(body)
+    assert (ds["type"], ds["url"], ds["uid"]) == ("prometheus", "http://prometheus:9090", "prometheus")
+    code, body = grafana(host, "/api/search", secret("grafana_admin_password"))
+    assert {d["uid"] for d in json.loads(body)} == {"rpa-host", "rpa-containers", "rpa-postgres",
+                                                     "rpa-redis-celery", "rpa-backups"}
+    # The datasource URL, from the Grafana container on the project network.
+    res = host.run("docker exec rpa-engine-grafana-1 wget -q -O - http://prometheus:9090/-/ready")
+    assert res.rc == 0 and "Ready" in res.stdout, res.stdout + res.stderr
