@@ -43,7 +43,7 @@ def targets(host) -> dict[str, str]:
 
 def test_every_configured_target_is_up(host):
     wait_for(lambda: set(targets(host).values()) == {"up"}, 90, f"targets not all up: {targets(host)}")
-    assert set(targets(host)) >= {"prometheus", "node", "cadvisor"}
+    assert set(targets(host)) == {"prometheus", "node", "cadvisor", "postgres", "pgbouncer", "redis"}
 
 
 def test_promtool_accepts_the_live_config_and_rules(host):
@@ -88,7 +88,7 @@ def test_a_failing_target_fires_target_down(host):
         assert alert["labels"]["severity"] == "critical"
         # Only the broken target: the real ones stay up.
         assert {job: h for job, h in targets(host).items() if job != "deliberately-down"} == \
-            {"prometheus": "up", "node": "up", "cadvisor": "up"}
+            {job: "up" for job in ("prometheus", "node", "cadvisor", "postgres", "pgbouncer", "redis")}
     finally:
         proc, _ = run_site("--tags", "monitoring")
         assert proc.returncode == 0, proc.stdout[-3000:]
@@ -153,3 +153,26 @@ def test_grafana_provisioning_is_loaded_and_its_datasource_resolves(host):
     # The datasource URL, from the Grafana container on the project network.
     res = host.run("docker exec rpa-engine-grafana-1 wget -q -O - http://prometheus:9090/-/ready")
     assert res.rc == 0 and "Ready" in res.stdout, res.stdout + res.stderr
+
+
+def query(host, expr: str) -> list[dict]:
+    from urllib.parse import quote
+    return prom(host, f"/api/v1/query?query={quote(expr)}")["data"]["result"]
+
+
+def test_exporters_see_the_data_tier(host):
+    for metric in ("pg_up", "pgbouncer_up", "redis_up"):
+        result = wait_for(lambda m=metric: query(host, m), 60, f"{metric} not in Prometheus")
+        assert float(result[0]["value"][1]) == 1, metric
+    assert float(query(host, "redis_memory_max_bytes")[0]["value"][1]) == 256 * 1024 * 1024
+    waiting = query(host, 'pgbouncer_pools_client_waiting_connections{database="rpa_engine"}')
+    assert waiting, "PgBouncer's pool for the application database is not reported"
+
+
+def test_the_exporters_login_is_read_only(host):
+    def su(sql):
+        return host.check_output("docker exec rpa-engine-postgres-1 psql -X -tA -U postgres -d postgres -c "
+                                 + json.dumps(sql))
+    assert su("select rolsuper, rolcreaterole, rolcreatedb from pg_roles where rolname = 'rpa_monitor'") == "f|f|f"
+    assert su("select pg_has_role('rpa_monitor', 'pg_monitor', 'member')") == "t"
+    assert su("select has_database_privilege('rpa_monitor', 'rpa_engine', 'CREATE')") == "f"

@@ -6,12 +6,13 @@ import pytest
 
 from conftest import put_file, run_site, secret
 
-SECRETS = ["postgres_app_password", "postgres_superuser_password", "redis_password"]
+SECRETS = ["postgres_app_password", "postgres_superuser_password", "postgres_monitor_password", "redis_password",
+           "grafana_admin_password"]
 SEARCHED = "/opt /etc /var/log /root /home /tmp /srv /usr/local"
 
 
 def test_no_secret_in_verbose_output():
-    proc, _ = run_site("-vvv", "--tags", "postgres,redis", human=True)
+    proc, _ = run_site("-vvv", "--tags", "postgres,redis,monitoring", human=True)
     assert proc.returncode == 0, proc.stdout[-3000:]
     output = proc.stdout + proc.stderr
     assert len(output) > 10000  # -vvv really was verbose
