@@ -26,13 +26,18 @@ def test_secret_is_only_in_root_only_files(host, server, name):
     pattern = "/root/.rpa-secret-scan/pattern"
     put_file(server, pattern, secret(name) + "\n")
     try:
-        found = host.run(f"grep -rlF -f {pattern} {SEARCHED} --exclude-dir=.rpa-secret-scan "
-                         "--exclude-dir=.rpa-test 2>/dev/null").stdout.split()
+        # Owner and mode in the same command: runc's transient /tmp/runc-process* files
+        # (which carry a docker exec's environment) may vanish before a second look.
+        listing = host.run(f"grep -rlF -f {pattern} {SEARCHED} --exclude-dir=.rpa-secret-scan "
+                           "--exclude-dir=.rpa-test 2>/dev/null | while read -r f; do "
+                           "stat -c '%U %a %n' \"$f\" 2>/dev/null; done").stdout.splitlines()
     finally:
         host.run("rm -rf /root/.rpa-secret-scan")
-    for path in found:
-        f = host.file(path)
-        assert f.user == "root" and f.mode & 0o077 == 0, f"{name} is in {path} ({f.user}, {oct(f.mode)})"
+    found = []
+    for line in listing:
+        user, mode, path = line.split(" ", 2)
+        found.append(path)
+        assert user == "root" and int(mode, 8) & 0o077 == 0, f"{name} is in {path} ({user}, {mode})"
     if name != "postgres_app_password":
         # Interpolated by Compose from .env (the app password only ever reaches the server as a verifier).
         assert "/opt/rpa-engine/.env" in found, found
