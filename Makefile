@@ -65,6 +65,7 @@ lint: venv
 	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	ansible-lint --offline --profile production
 	python3 tools/role_docs.py --check README.md
+	python3 tools/secret_scan.py
 
 unit: venv
 	mkdir -p $(REPORTS)

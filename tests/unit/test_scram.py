@@ -11,7 +11,7 @@ import rpa_scram
 #   SET password_encryption='scram-sha-256';
 #   CREATE ROLE probe LOGIN PASSWORD 'correct horse battery staple';
 #   SELECT rolpassword FROM pg_authid WHERE rolname='probe';
-PG_VERIFIER = ("SCRAM-SHA-256$4096:0CCMrnDar4AVMEv9hXb9bA==$A75WPfQ1vy4wS/oOzAJmLDPFKZueD3xDYSnAmGQqA40="
+PG_VERIFIER = ("SCRAM-SHA-256$4096:0CCMrnDar4AVMEv9hXb9bA==$A75WPfQ1vy4wS/oOzAJmLDPFKZueD3xDYSnAmGQqA40="  # secret-scan: allow (test vector of a published password)
                ":PYmpcfynqZfGy36KjsMl7ywyCLjkfMoyW2suT18KZCE=")
 PG_PASSWORD = "correct horse battery staple"
 
