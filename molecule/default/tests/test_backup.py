@@ -231,3 +231,29 @@ def test_backup_playbook_fetches_a_verified_dump(host, tmp_path, probe_table):
     expected = (fetched[0].parent / (fetched[0].name + ".sha256")).read_text().split()[0]
     assert hashlib.sha256(fetched[0].read_bytes()).hexdigest() == expected
     assert fetched[0].name == dumps(host)[0]
+
+
+def test_offsite_copy_with_restic(host, server, probe_table):
+    """restic to a repository path inside the server: the off-site code path, minus the network."""
+    repo = "/srv/rpa-offsite-test"
+    password = "offsite-test-" + hashlib.sha256(server["name"].encode()).hexdigest()[:24]
+    extra = json.dumps({"backup_restic_repository": repo, "backup_restic_password": password})
+    host.run(f"rm -rf {repo}")
+    try:
+        proc, _ = run_site("--tags", "backup", "-e", extra)
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        assert host.file("/etc/rpa-engine/restic-password").mode == 0o600
+        assert start_unit(host, "rpa-backup.service").rc == 0
+        assert metrics(host)["rpa_backup_offsite_success"] == 1
+        files = host.check_output(f"RESTIC_PASSWORD_FILE=/etc/rpa-engine/restic-password restic -r {repo} "
+                                  "ls latest --json | grep -o '\"name\":\"[^\"]*\"'")
+        assert f'"name":"{dumps(host)[0]}"' in files, files
+        # Encrypted: the dump's bytes are nowhere in the repository.
+        assert host.run(f"grep -rl PGDMP {repo}").rc == 1
+    finally:
+        proc, _ = run_site("--tags", "backup")
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        host.run(f"rm -rf {repo}")
+    assert not host.file("/etc/rpa-engine/restic-password").exists
+    assert start_unit(host, "rpa-backup.service").rc == 0
+    assert "rpa_backup_offsite_success" not in metrics(host)

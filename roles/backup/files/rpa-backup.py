@@ -298,11 +298,13 @@ class Backups:
             raise BackupError(f"restic forget in {repo} failed: {forget.stderr.strip()[-800:]}")
 
     # ----------------------------------------------------------- metrics
-    def set_metrics(self, **values: float) -> None:
+    def set_metrics(self, drop: tuple[str, ...] = (), **values: float) -> None:
         if not self.metrics_file:
             return
         current = parse_metrics(self.metrics_file.read_text()) if self.metrics_file.exists() else {}
         current.update({f"rpa_backup_{k}": v for k, v in values.items()})
+        for name in drop:
+            current.pop(f"rpa_backup_{name}", None)
         self.metrics_file.parent.mkdir(parents=True, exist_ok=True)
         # node-exporter reads it: world-readable, and nothing secret in it.
         write_atomic(self.metrics_file, render_metrics(current), mode=0o644)
@@ -338,7 +340,9 @@ class Backups:
             f"pruned {len(removed)}: {', '.join(removed) or '-'}")
         self.set_metrics(last_run_timestamp_seconds=time.time(), last_run_success=1,
                          last_success_timestamp_seconds=time.time(), last_duration_seconds=round(took, 3),
-                         last_size_bytes=size, last_verify_success=1, dumps=len(self.dumps()))
+                         last_size_bytes=size, last_verify_success=1, dumps=len(self.dumps()),
+                         # No off-site copy configured: no stale verdict about one.
+                         drop=() if self.cfg.get("restic_repository") else ("offsite_success",))
         if self.cfg.get("restic_repository"):
             try:
                 self.offsite()
