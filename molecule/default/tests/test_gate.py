@@ -90,3 +90,43 @@ def test_crash_loop_rolls_back_to_the_previous_healthy_definition(host, server, 
     finally:
         redis_cli(host, "del", "rpa-test:gate")
 
+
+
+def gate_result(data: dict, host: str, task: str) -> dict:
+    for play in data["plays"]:
+        for t in play["tasks"]:
+            if t["task"]["name"] == task:
+                return t["hosts"][host]
+    raise AssertionError(f"task {task!r} did not run")
+
+
+REDIS_GATE = "redis : Ensure Redis runs the rendered definition and is healthy."
+
+
+def test_check_mode_reports_what_would_be_recreated_and_touches_nothing(host, server, converged_redis):
+    before_id = converged_redis["Id"]
+    compose = host.file("/opt/rpa-engine/docker-compose.yml").content_string
+    proc, data = run_site("--tags", "redis", "--check", "--diff", "-e", "redis_maxmemory=200mb")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    result = gate_result(data, server["name"], REDIS_GATE)
+    assert result["changed"] is True
+    assert result["would_recreate"] == ["redis"], result
+    # The diff shows the fragment's change (a new config file name), never a secret.
+    diff = json.dumps(result.get("diff", {}))
+    assert "redis-" in diff and ".conf" in diff
+    assert redis(host)["Id"] == before_id
+    assert host.file("/opt/rpa-engine/docker-compose.yml").content_string == compose
+
+
+def test_a_change_recreates_only_the_changed_service(host, server, converged_redis):
+    others = {s: json.loads(host.check_output(f"docker inspect rpa-engine-{s}-1"))[0]["Id"]
+              for s in ("postgres", "pgbouncer")}
+    proc, data = run_site("--tags", "redis,postgres", "-e", "redis_maxmemory=200mb")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert gate_result(data, server["name"], REDIS_GATE)["recreated"] == ["redis"]
+    pg = gate_result(data, server["name"], "postgres : Ensure Postgres and PgBouncer run the rendered definition and are healthy.")
+    assert pg["changed"] is False and pg["recreated"] == []
+    assert redis(host)["Id"] != converged_redis["Id"]
+    assert redis_cli(host, "config", "get", "maxmemory").split()[-1] == str(200 * 1024 * 1024)  # Redis: mb = MiB
+    for s, cid in others.items():
+        assert json.loads(host.check_output(f"docker inspect rpa-engine-{s}-1"))[0]["Id"] == cid, s
