@@ -100,6 +100,8 @@ def gate_result(data: dict, host: str, task: str) -> dict:
     raise AssertionError(f"task {task!r} did not run")
 
 
+COMPOSE = ("docker compose --project-directory /opt/rpa-engine -f /opt/rpa-engine/docker-compose.yml "
+           "--env-file /opt/rpa-engine/.env")
 REDIS_GATE = "redis : Ensure Redis runs the rendered definition and is healthy."
 
 
@@ -130,3 +132,17 @@ def test_a_change_recreates_only_the_changed_service(host, server, converged_red
     assert redis_cli(host, "config", "get", "maxmemory").split()[-1] == str(200 * 1024 * 1024)  # Redis: mb = MiB
     for s, cid in others.items():
         assert json.loads(host.check_output(f"docker inspect rpa-engine-{s}-1"))[0]["Id"] == cid, s
+
+
+def test_a_stored_fragment_brings_stopped_services_back(host, server):
+    """restore.yml's way to restart the writers: the stored fragment, no definition given."""
+    compose = host.file("/opt/rpa-engine/docker-compose.yml").content_string
+    host.check_output(f"{COMPOSE} stop redis-exporter")
+    proc, data = run_playbook("molecule/default/tests/files/reapply_fragment.yml")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    result = gate_result(data, server["name"], "Bring the stopped services of the stored fragment back.")
+    assert result["started"] == ["redis-exporter"] and result["recreated"] == [], result
+    assert result["files_changed"] == []
+    state = json.loads(host.check_output("docker inspect rpa-engine-redis-exporter-1"))[0]["State"]
+    assert state["Health"]["Status"] == "healthy"
+    assert host.file("/opt/rpa-engine/docker-compose.yml").content_string == compose
