@@ -203,3 +203,18 @@ def test_docker_kill_heals_within_60_seconds(host, client_env, service):
                 break
             time.sleep(1)
         assert res.rc == 0, res.stderr
+
+
+def test_the_app_password_converges_back_to_the_vault_value(host, server, client_env):
+    """A password changed behind Ansible's back is set back by the next run, and only then."""
+    host.check_output("docker exec rpa-engine-postgres-1 psql -X -q -U postgres -d postgres -c "
+                      "\"ALTER ROLE rpa_engine PASSWORD 'changed-behind-our-back-0123456789'\"")
+    assert psql(host, "select 1", client_env["postgres"]).rc != 0, "the changed password still let us in"
+    proc, data = run_site("--tags", "postgres")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    changed = [t["task"] for t in executed_tasks(data, server["name"]) if t["changed"]]
+    assert changed == ["postgres : Ensure the application role exists with the vault password."], changed
+    res = psql(host, "select 1", client_env["postgres"])
+    assert res.rc == 0, res.stderr
+    proc, data = run_site("--tags", "postgres")
+    assert proc.returncode == 0 and data["stats"][server["name"]]["changed"] == 0
