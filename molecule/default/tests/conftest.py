@@ -119,10 +119,15 @@ def secret(name: str) -> str:
 CLIENT_ENV_DIR = "/root/.rpa-test"
 
 
+def ssh_argv(server: dict, command: str) -> list[str]:
+    """One SSH call of its own (no shared master: the server may have restarted in between)."""
+    return ["ssh", "-i", server["key"], "-p", str(server["ssh_port"]), "-o", "ControlMaster=no",
+            "-o", "ControlPath=none", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=3", "root@127.0.0.1", command]
+
+
 def ssh_run(server: dict, command: str, stdin: str = "") -> None:
-    ssh = ["ssh", "-i", server["key"], "-p", str(server["ssh_port"]), "-o", "StrictHostKeyChecking=no",
-           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "root@127.0.0.1", command]
-    subprocess.run(ssh, input=stdin, text=True, check=True, timeout=30)
+    subprocess.run(ssh_argv(server, command), input=stdin, text=True, check=True, timeout=30)
 
 
 def put_file(server: dict, path: str, content: str) -> None:

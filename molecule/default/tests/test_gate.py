@@ -17,15 +17,20 @@ BROKEN = "molecule/default/tests/files/broken_redis.yml"
 TASK = "Apply the broken definition through the gate."
 
 
-def gate_task(data: dict, host: str) -> tuple[dict, float]:
-    """The gate task's result on host and its wall time in seconds."""
+def find_task(data: dict, name: str) -> dict:
     for play in data["plays"]:
         for task in play["tasks"]:
-            if task["task"]["name"] == TASK:
-                span = task["task"]["duration"]
-                took = (datetime.fromisoformat(span["end"]) - datetime.fromisoformat(span["start"])).total_seconds()
-                return task["hosts"][host], took
-    raise AssertionError(f"task {TASK!r} did not run")
+            if task["task"]["name"] == name:
+                return task
+    raise AssertionError(f"task {name!r} did not run")
+
+
+def gate_task(data: dict, host: str) -> tuple[dict, float]:
+    """The gate task's result on host and its wall time in seconds."""
+    task = find_task(data, TASK)
+    span = task["task"]["duration"]
+    took = (datetime.fromisoformat(span["end"]) - datetime.fromisoformat(span["start"])).total_seconds()
+    return task["hosts"][host], took
 
 
 def redis(host) -> dict:
@@ -93,11 +98,7 @@ def test_crash_loop_rolls_back_to_the_previous_healthy_definition(host, server, 
 
 
 def gate_result(data: dict, host: str, task: str) -> dict:
-    for play in data["plays"]:
-        for t in play["tasks"]:
-            if t["task"]["name"] == task:
-                return t["hosts"][host]
-    raise AssertionError(f"task {task!r} did not run")
+    return find_task(data, task)["hosts"][host]
 
 
 COMPOSE = ("docker compose --project-directory /opt/rpa-engine -f /opt/rpa-engine/docker-compose.yml "

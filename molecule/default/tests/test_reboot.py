@@ -6,17 +6,16 @@ import json
 import subprocess
 import time
 
+from conftest import ssh_argv
+
 
 COMPOSE = ("docker compose --project-directory /opt/rpa-engine -f /opt/rpa-engine/docker-compose.yml "
            "--env-file /opt/rpa-engine/.env")
 
 
 def remote(server: dict, command: str) -> subprocess.CompletedProcess:
-    """One SSH call with no shared connection: the server goes away in between."""
-    return subprocess.run(["ssh", "-i", server["key"], "-p", str(server["ssh_port"]), "-o", "ControlMaster=no",
-                           "-o", "ControlPath=none", "-o", "StrictHostKeyChecking=no",
-                           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=3",
-                           "root@127.0.0.1", command], capture_output=True, text=True, timeout=60)
+    """The server goes away in between: no connection shared with testinfra."""
+    return subprocess.run(ssh_argv(server, command), capture_output=True, text=True, timeout=60)
 
 
 def test_every_service_is_healthy_within_120_s_of_a_restart(host, server):
