@@ -410,7 +410,10 @@ def main():
             untouched = all(s in after and after[s]["id"] == before[s]["id"] for s in services)
         ok, message, states = gate(project, services, p, stable_seconds=0 if untouched else None)
     except CommandFailed as exc:
-        ok, message, states = False, "docker compose up failed: %s" % exc.err.strip()[-2000:], {}
+        # Compose prints a progress line per container; the error lines are what matter.
+        err = exc.err.strip()
+        errors = [line.strip() for line in err.splitlines() if "rror" in line]
+        ok, message, states = False, "docker compose up failed: %s" % ("\n".join(errors[-5:]) or err[-2000:]), {}
 
     if ok:
         after_ids = dict((s, st["id"]) for s, st in states.items())

@@ -20,6 +20,14 @@ _CLOCK = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 _DOCKER_SIZE = re.compile(r"^[0-9]+[kmg]$")
 _UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _VERSION = re.compile(r"^[0-9]+(\.[0-9]+){1,2}$")
+# Docker's reference grammar (distribution/reference): [domain[:port]/]name[:tag][@digest].
+_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_NAME_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_REF = re.compile(
+    rf"^(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]+)?/)?{_NAME_PART}(?:/{_NAME_PART})*"
+    r"(?::[\w][\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$")
+# What git clone accepts that we are willing to take: https, ssh, scp-like, or a path on the host.
+_GIT_URL = re.compile(r"^(https://[^\s]+|ssh://[^\s]+|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+|file:///[^\s]*|/[^\s]*)$")
 
 
 def rpa_timezone(value) -> bool:
@@ -68,6 +76,21 @@ def rpa_port(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
 
 
+def rpa_image_ref(value) -> bool:
+    """A Docker image reference: ``registry.example.com:5000/team/app:1.2@sha256:...``."""
+    return isinstance(value, str) and len(value) <= 512 and bool(_IMAGE_REF.match(value))
+
+
+def rpa_git_url(value) -> bool:
+    """A git remote: https://, ssh://, ``git@host:path``, file:/// or an absolute path on the host."""
+    return isinstance(value, str) and bool(_GIT_URL.match(value)) and "\n" not in value
+
+
+def rpa_string_list(value) -> bool:
+    """A non-empty list of strings (a command or a health check)."""
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+
+
 class TestModule:
     """Ansible entry point."""
 
@@ -81,4 +104,7 @@ class TestModule:
             "rpa_unix_name": rpa_unix_name,
             "rpa_version": rpa_version,
             "rpa_port": rpa_port,
+            "rpa_image_ref": rpa_image_ref,
+            "rpa_git_url": rpa_git_url,
+            "rpa_string_list": rpa_string_list,
         }

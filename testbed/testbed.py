@@ -16,7 +16,7 @@ Only the standard library is used: this runs before the project's venv exists.
     testbed.py up NAME --ssh-port P --https-port P --http-port P
     testbed.py down NAME          remove the server and its nested Docker data
     testbed.py load-images NAME [IMAGE ...]   copy test images into NAME's nested engine
-    testbed.py save-images        one archive of the service images (.testbed/images/services.tar)
+    testbed.py save-images        image archives: .testbed/images/services.tar and app.tar
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES_DIR = ROOT / "testbed" / "images"
+# The reference application (a test fixture for the app role) is built like the
+# service images but shipped in its own archive, as an app's images would be.
+REFAPP_DIR = ROOT / "molecule" / "default" / "refapp"
 STATE_DIR = ROOT / ".testbed"
 SSH_KEY = STATE_DIR / "ssh" / "id_ed25519"
 CACHE_DIR = Path(os.environ.get("RPA_TESTBED_CACHE", "/var/cache/rpa-testbed"))
@@ -196,9 +199,13 @@ def build_context(context: Path) -> None:
     docker("build", "--label", f"{LABEL}={wanted}", "-t", name, str(context), capture=False)
 
 
+def contexts() -> list[Path]:
+    return [*sorted(p for p in IMAGES_DIR.iterdir() if (p / "Dockerfile").is_file()), REFAPP_DIR]
+
+
 def cmd_images(_args: argparse.Namespace) -> None:
     build_base()
-    for context in sorted(p for p in IMAGES_DIR.iterdir() if (p / "Dockerfile").is_file()):
+    for context in contexts():
         build_context(context)
 
 
@@ -274,8 +281,7 @@ def cmd_down(args: argparse.Namespace) -> None:
 
 
 def cmd_load_images(args: argparse.Namespace) -> None:
-    images = args.images or [image_name(p) for p in sorted(IMAGES_DIR.iterdir())
-                             if (p / "Dockerfile").is_file() and p.name != "server"]
+    images = args.images or [image_name(p) for p in contexts() if p.name != "server"]
     for image in images:
         outer_id = docker_out("image", "inspect", "--format", "{{.Id}}", image)
         inner = docker("exec", args.name, "docker", "image", "inspect", "--format", "{{.Id}}",
@@ -292,16 +298,9 @@ def cmd_load_images(args: argparse.Namespace) -> None:
         log(f"loaded {image} into {args.name}")
 
 
-def cmd_save_images(args: argparse.Namespace) -> None:
-    """One archive of every service test image, for the docker role's docker_image_archives.
-
-    A single `docker save` stores the shared Debian base layers once. The
-    archive is rewritten only when an image in it changed.
-    """
-    images = [image_name(p) for p in sorted(IMAGES_DIR.iterdir())
-              if (p / "Dockerfile").is_file() and p.name not in ("server", "http-probe")]
+def save_archive(images: list[str], out: Path) -> None:
+    """One `docker save` of images (shared base layers stored once), rewritten only on change."""
     ids = [docker_out("image", "inspect", "--format", "{{.Id}}", image) for image in images]
-    out = Path(args.output)
     stamp = out.with_suffix(".ids")
     wanted = "\n".join(f"{i} {n}" for i, n in zip(ids, images)) + "\n"
     if out.exists() and stamp.exists() and stamp.read_text() == wanted:
@@ -313,6 +312,16 @@ def cmd_save_images(args: argparse.Namespace) -> None:
     tmp.replace(out)
     stamp.write_text(wanted)
     log(f"saved {len(images)} images to {out}")
+
+
+def cmd_save_images(args: argparse.Namespace) -> None:
+    """Archives for hosts without a registry: the service images (docker role's
+    docker_image_archives) and the reference app (app role's app_image_archives)."""
+    out = Path(args.output)
+    services = [image_name(p) for p in sorted(IMAGES_DIR.iterdir())
+                if (p / "Dockerfile").is_file() and p.name not in ("server", "http-probe")]
+    save_archive(services, out / "services.tar")
+    save_archive([image_name(REFAPP_DIR)], out / "app.tar")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -336,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("images", nargs="*")
     load.set_defaults(func=cmd_load_images)
     save = sub.add_parser("save-images")
-    save.add_argument("--output", default=str(STATE_DIR / "images" / "services.tar"))
+    save.add_argument("--output", default=str(STATE_DIR / "images"), help="directory of the archives")
     save.set_defaults(func=cmd_save_images)
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,1 @@
+"""Reference application for the test bed (see ../Dockerfile)."""

@@ -1,0 +1,81 @@
+"""Deployer: redeploys one service on an authenticated request.
+
+    POST /deploy/<service>   Authorization: Bearer <DEPLOY_TOKEN>
+      runs exactly SYSTEM.md's command:
+      docker compose --project-directory /opt/rpa-engine -f /repo/docker-compose.yml
+                     --env-file /repo/.env up -d <service>
+    GET  /health, /deploy/health   no auth; 200 when the Docker API answers
+
+DEPLOY_TOKEN_PREVIOUS (optional) is accepted too, for a rotation's overlap
+window. Only services in DEPLOY_ALLOWED_SERVICES can be redeployed.
+"""
+
+import hmac
+import json
+import os
+import re
+import subprocess
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def required(name: str) -> str:
+    value = os.environ.get(name, "")
+    if not value:
+        sys.exit(f"refapp: {name} is not set; the app role must provide it")
+    return value
+
+
+TOKENS = [t for t in (required("DEPLOY_TOKEN"), os.environ.get("DEPLOY_TOKEN_PREVIOUS", "")) if t]
+ALLOWED = set(required("DEPLOY_ALLOWED_SERVICES").split(","))
+PROJECT_DIR = os.environ.get("DEPLOY_PROJECT_DIR", "/opt/rpa-engine")
+REPO = os.environ.get("DEPLOY_REPO", "/repo")
+PORT = int(os.environ.get("DEPLOY_PORT", "9000"))
+
+
+def compose_cmd(service: str) -> list[str]:
+    return ["docker", "compose", "--project-directory", PROJECT_DIR, "-f", f"{REPO}/docker-compose.yml",
+            "--env-file", f"{REPO}/.env", "up", "-d", service]
+
+
+class Handler(BaseHTTPRequestHandler):
+    def send(self, status: int, body: dict) -> None:
+        data = json.dumps({"service": "deployer", **body}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path in ("/health", "/deploy/health"):
+            proc = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
+                                  capture_output=True, text=True, timeout=10, check=False)
+            ok = proc.returncode == 0
+            self.send(200 if ok else 503, {"docker": proc.stdout.strip() if ok else proc.stderr.strip()[-300:]})
+        else:
+            self.send(404, {"error": "not found"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        match = re.fullmatch(r"/deploy/([a-z0-9][a-z0-9_-]*)", self.path)
+        if not match:
+            self.send(404, {"error": "not found"})
+            return
+        given = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not given or not any(hmac.compare_digest(given.encode(), t.encode()) for t in TOKENS):
+            self.send(401, {"error": "invalid deploy token"})
+            return
+        service = match.group(1)
+        if service not in ALLOWED:
+            self.send(403, {"error": f"{service} may not be redeployed from here"})
+            return
+        proc = subprocess.run(compose_cmd(service), capture_output=True, text=True, timeout=600, check=False)
+        status = 200 if proc.returncode == 0 else 500
+        self.send(status, {"deployed": service, "rc": proc.returncode, "output": (proc.stdout + proc.stderr)[-2000:]})
+
+    def log_message(self, fmt, *args) -> None:
+        pass
+
+
+if __name__ == "__main__":
+    ThreadingHTTPServer(("0.0.0.0", PORT), Handler).serve_forever()
