@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,19 @@ def client_env(server):
         put_file(server, f"{CLIENT_ENV_DIR}/{name}.env", content)
     yield {name: f"{CLIENT_ENV_DIR}/{name}.env" for name in files}
     ssh_run(server, f"rm -rf {CLIENT_ENV_DIR}")
+
+
+def container(host, service: str) -> dict:
+    return json.loads(host.check_output(f"docker inspect rpa-engine-{service}-1"))[0]
+
+
+def wait_healthy(host, service: str, timeout: float, not_started_at: str | None = None) -> float:
+    """Seconds until the service's container is healthy (and, if given, started anew)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        state = container(host, service)["State"]
+        fresh = not_started_at is None or state["StartedAt"] != not_started_at
+        if fresh and state["Status"] == "running" and state.get("Health", {}).get("Status") == "healthy":
+            return time.monotonic() - start
+        time.sleep(1)
+    raise AssertionError(f"{service} not healthy within {timeout}s: {container(host, service)['State']}")

@@ -54,6 +54,15 @@ CASES = [
     ("monitoring_scrape_interval", "often", "not a duration"),
     ("monitoring_grafana_port", 70000, "port out of range"),
     ("monitoring_cadvisor_port", 9100, "port taken by node-exporter"),
+    ("app_image_source", "ftp", "unknown image source"),
+    ("app_image_sources", {"frontend": "build"}, "build chosen without app_build_repo_url"),
+    ("app_image_archives", [], "archive chosen without any archive"),
+    ("app_images", {"backend": "Registry.Example.com/RPA:latest:1"}, "malformed image reference"),
+    ("app_jwt_expire_minutes", 1440, "the 24 h lifetime the operators cut to 30 min"),
+    ("app_jwt_secret", "short", "too short"),
+    ("app_deployer_allowed_services", ["deployer"], "would redeploy itself"),
+    ("app_backend_port", 70000, "port out of range"),
+    ("app_memory_limits", {"backend": "1 GB"}, "not a Docker memory size"),
 ]
 
 
