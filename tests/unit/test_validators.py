@@ -71,6 +71,34 @@ def test_port(value, ok):
     assert v.rpa_port(value) is ok
 
 
+@pytest.mark.parametrize(("value", "ok"), [
+    ("redis:8.0.2-bookworm", True), ("rpa-testbed/refapp:latest", True), ("mher/flower:2.0.1", True),
+    ("registry.example.com/rpa-engine/backend:1.0.0", True), ("localhost:5000/app", True),
+    ("ghcr.io/example/app@sha256:" + "a" * 64, True), ("quay.io/prometheuscommunity/postgres-exporter:v0.17.1", True),
+    ("Registry.Example.com/RPA:latest:1", False), ("ghcr.io/Example/app", False), ("redis:", False),
+    ("redis::1", False), ("a b", False), ("/redis", False), ("redis@sha256:abc", False), ("", False), (None, False),
+])
+def test_image_ref(value, ok):
+    assert v.rpa_image_ref(value) is ok
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ("https://github.com/example/rpa-engine.git", True), ("ssh://git@203.0.113.10:2222/rpa.git", True),
+    ("git@github.com:example/rpa-engine.git", True), ("/srv/refapp.git", True), ("file:///srv/refapp.git", True),
+    ("", False), ("ftp://example.com/x.git", False), ("http://example.com/x.git", False),
+    ("relative/path", False), ("https://x\n", False), (None, False),
+])
+def test_git_url(value, ok):
+    assert v.rpa_git_url(value) is ok
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    (["CMD", "true"], True), (["python3"], True), ([], False), ("CMD true", False), (["CMD", 1], False), (None, False),
+])
+def test_string_list(value, ok):
+    assert v.rpa_string_list(value) is ok
+
+
 def test_every_validator_is_registered():
     tests = v.TestModule().tests()
     assert set(tests) == {name for name in dir(v) if name.startswith("rpa_")}

@@ -11,12 +11,14 @@ import base64
 import json
 import random
 import shlex
+import subprocess
 import time
 from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import (container, executed_tasks, put_file, run_site, secret, ssh_run, wait_healthy)
+from conftest import (container, executed_tasks, put_file, run_site, secret, ssh_argv, ssh_run,
+                      wait_healthy)
 
 APP = ["backend", "celery-worker", "celery-beat", "flower", "frontend", "deployer"]
 PYTHON_SERVICES = ["backend", "celery-worker", "celery-beat"]
@@ -314,3 +316,41 @@ def test_a_bad_backend_image_fails_the_gate_naming_it_and_rolls_back(host, serve
         assert status == 200, body
     finally:
         host.run("docker image rm rpa-testbed/broken-backend:latest")
+
+
+# ------------------------------------------------------------------ build source
+
+
+def test_a_service_built_from_the_app_repository(host, server, tmp_path):
+    """`build`: a git repository (here a bare one on the server) is checked out and built per commit."""
+    work = tmp_path / "refapp-src"
+    (work / "frontend").mkdir(parents=True)
+    (work / "frontend" / "Dockerfile").write_text(f"FROM {REFAPP}\nCOPY index.html /srv/frontend/index.html\n")
+    (work / "frontend" / "index.html").write_text("<p>served-by: frontend, built from git</p>\n")
+    git = ["git", "-C", str(work), "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    for argv in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-q", "-m", "frontend"]):
+        subprocess.run(git + argv, check=True, capture_output=True)
+    commit = subprocess.run(git + ["rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(tmp_path / "refapp.git")], check=True)
+    tar = subprocess.run(["tar", "-C", str(tmp_path), "-c", "refapp.git"], check=True, capture_output=True).stdout
+    subprocess.run(ssh_argv(server, "rm -rf /srv/refapp.git && tar -C /srv -x"), input=tar, check=True, timeout=60)
+
+    build = json.dumps({"app_image_sources": {"frontend": "build"}, "app_build_repo_url": "/srv/refapp.git",
+                        "app_build_repo_ref": "main"})
+    try:
+        proc, data = run_site("--tags", "app", "-e", build)
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        live = container(host, "frontend")
+        assert live["Config"]["Image"] == f"rpa-engine-local/frontend:{commit[:12]}"
+        status, body = http(host, "GET", "http://127.0.0.1:3000/")
+        assert status == 200 and "built from git" in body, body
+        assert host.file("/opt/rpa-engine/src/frontend/Dockerfile").exists
+        # The same commit again: nothing rebuilt, nothing recreated.
+        proc, data = run_site("--tags", "app", "-e", build)
+        assert proc.returncode == 0 and data["stats"][server["name"]]["changed"] == 0, \
+            [t["task"] for t in executed_tasks(data, server["name"]) if t["changed"]]
+    finally:
+        proc, _ = run_site("--tags", "app")
+        host.run("rm -rf /srv/refapp.git")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert container(host, "frontend")["Config"]["Image"] == REFAPP
