@@ -34,6 +34,8 @@ def exposed_listeners(host, server):
     subprocess.run([sys.executable, str(TESTBED), "load-images", server["name"], PROBE_IMAGE],
                    check=True, timeout=300)
     host.run("docker rm -f fw-probe-open fw-probe-closed; systemctl stop fw-probe-host")
+    # Port 80 is Caddy's; the probe needs it for a while to be a Docker-published allowed port.
+    host.check_output("systemctl stop caddy")
     host.check_output(f"docker run -d --name fw-probe-open -p 0.0.0.0:80:8000 {PROBE_IMAGE}")
     host.check_output(f"docker run -d --name fw-probe-closed -p 0.0.0.0:9998:8000 {PROBE_IMAGE}")
     host.check_output("systemd-run --unit fw-probe-host python3 -m http.server --bind 0.0.0.0 9999")
@@ -42,6 +44,7 @@ def exposed_listeners(host, server):
     yield
     host.run("docker rm -f fw-probe-open fw-probe-closed")
     host.run("systemctl stop fw-probe-host")
+    host.check_output("systemctl start caddy")
 
 
 def test_firewall_unit_is_active_and_enabled(host):

@@ -47,5 +47,5 @@ def test_every_service_is_healthy_within_120_s_of_a_restart(host, server):
     res = remote(server, "docker exec rpa-engine-redis-1 redis-cli get rpa-test:reboot")
     assert res.stdout.strip() == "survived", res.stdout + res.stderr
     remote(server, "docker exec rpa-engine-redis-1 redis-cli del rpa-test:reboot")
-    for unit in ("docker", "rpa-firewall", "rpa-compose-watchdog", "rpa-backup.timer"):
+    for unit in ("docker", "rpa-firewall", "rpa-compose-watchdog", "rpa-backup.timer", "caddy"):
         assert remote(server, f"systemctl is-active {unit}").stdout.strip() == "active", unit

@@ -24,7 +24,7 @@ settings.required("TZ")
 settings.required("CELERY_TIMEZONE")
 
 REQUESTS = Counter("refapp_requests_total", "Requests served", ["endpoint"])
-app = FastAPI(title="refapp backend")
+app = FastAPI(title="refapp backend", openapi_url="/api/openapi.json", docs_url=None, redoc_url=None)
 _redis = redis.Redis.from_url(settings.redis_url(), socket_timeout=3)
 
 

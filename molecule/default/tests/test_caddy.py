@@ -1,0 +1,193 @@
+"""Caddy, the front door: from the controller through the server's published HTTPS/HTTP ports.
+
+The certificate comes from Caddy's local CA (tls internal) for "localhost":
+the clients here connect to 127.0.0.1 with SNI and Host "localhost".
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from conftest import ROOT, executed_tasks, run_site
+
+NAME = "localhost"
+
+
+def published(server: dict, port: int) -> int:
+    out = subprocess.run(["docker", "port", server["name"], f"{port}/tcp"], check=True,
+                         capture_output=True, text=True).stdout
+    return int(out.splitlines()[0].rsplit(":", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def ports(server) -> dict:
+    return {"https": published(server, 443), "http": published(server, 80)}
+
+
+def tls_context(version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # Caddy's local CA is not trusted here
+    if version is not None:
+        warnings.filterwarnings("ignore", "ssl.TLSVersion.TLSv1_1 is deprecated", DeprecationWarning)
+        ctx.minimum_version = ctx.maximum_version = version
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # let the client offer old versions at all
+    return ctx
+
+
+def request(port: int, path: str, tls: bool = True, method: str = "GET") -> tuple[int, dict, bytes]:
+    """(status, lower-cased headers, body) of one HTTP/1.1 request to 127.0.0.1:port."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=15)
+    sock = tls_context().wrap_socket(raw, server_hostname=NAME) if tls else raw
+    with sock:
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: {NAME}\r\nConnection: close\r\n"
+                     "Accept-Encoding: identity\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = dict((k.strip().lower(), v.strip()) for k, v in (line.split(":", 1) for line in lines[1:]))
+    if headers.get("transfer-encoding") == "chunked":
+        out, rest = b"", body
+        while rest:
+            size, _, rest = rest.partition(b"\r\n")
+            n = int(size, 16)
+            if n == 0:
+                break
+            out, rest = out + rest[:n], rest[n + 2:]
+        body = out
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.mark.parametrize(("path", "service"), [
+    ("/api/health", "backend"), ("/api/items", "backend"), ("/deploy/health", "deployer"),
+    ("/", "frontend"), ("/some/spa/route", "frontend"),
+])
+def test_each_route_reaches_its_service(ports, path, service):
+    status, _, body = request(ports["https"], path)
+    if service == "frontend":
+        # The SPA's files; an unknown path is the frontend's own 404, not another service's.
+        assert b"served-by: frontend" in body or status == 404, (status, body[:200])
+        assert b'"service"' not in body
+    else:
+        assert status == 200, body[:300]
+        assert json.loads(body)["service"] == service
+
+
+def test_the_websocket_upgrades_and_echoes_through_caddy(ports):
+    raw = socket.create_connection(("127.0.0.1", ports["https"]), timeout=15)
+    # HTTP/1.1 only: a WebSocket upgrade over TLS is negotiated with ALPN http/1.1.
+    ctx = tls_context()
+    ctx.set_alpn_protocols(["http/1.1"])
+    with ctx.wrap_socket(raw, server_hostname=NAME) as sock:
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(f"GET /ws HTTP/1.1\r\nHost: {NAME}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(4096)
+        head, data = data.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+        assert b"sec-websocket-accept: " + accept in head.lower().replace(accept.lower(), accept)
+        payload, mask = b"through-caddy", os.urandom(4)
+        sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask
+                     + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        while len(data) < 2 or len(data) < 2 + (data[1] & 0x7F):
+            data += sock.recv(4096)
+        assert data[2:2 + (data[1] & 0x7F)] == b"backend echo: through-caddy"
+
+
+def test_http_redirects_to_https(ports):
+    status, headers, _ = request(ports["http"], "/api/health", tls=False)
+    assert status in (301, 308), status
+    assert headers["location"] == f"https://{NAME}/api/health"
+
+
+def test_security_headers_and_compression(ports):
+    status, headers, _ = request(ports["https"], "/")
+    assert status == 200
+    assert headers["strict-transport-security"].startswith("max-age=31536000")
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["x-frame-options"] == "DENY"
+    assert headers["referrer-policy"] == "strict-origin-when-cross-origin"
+    assert "server" not in headers
+    raw = socket.create_connection(("127.0.0.1", ports["https"]), timeout=15)
+    with tls_context().wrap_socket(raw, server_hostname=NAME) as sock:
+        # Large enough for Caddy to compress (its minimum is 512 bytes).
+        sock.sendall(f"GET /api/openapi.json HTTP/1.1\r\nHost: {NAME}\r\nAccept-Encoding: gzip\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        head = sock.recv(65536).split(b"\r\n\r\n")[0].lower()
+    assert b"content-encoding: gzip" in head, head
+
+
+def handshake(port: int, version: ssl.TLSVersion) -> str:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        with tls_context(version).wrap_socket(raw, server_hostname=NAME) as sock:
+            return sock.version()
+    except ssl.SSLError as exc:
+        return f"refused: {exc.reason}"
+
+
+def test_tls_1_1_is_refused_and_1_2_accepted(ports):
+    assert handshake(ports["https"], ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+    # The server's alert, not a client that could not offer TLS 1.1.
+    assert handshake(ports["https"], ssl.TLSVersion.TLSv1_1) == "refused: TLSV1_ALERT_PROTOCOL_VERSION"
+
+
+def test_caddy_runs_validated_config_and_writes_json_access_logs(host, ports):
+    assert host.service("caddy").is_running and host.service("caddy").is_enabled
+    f = host.file("/etc/caddy/Caddyfile")
+    assert (f.user, f.group, f.mode) == ("root", "caddy", 0o640)
+    assert host.run("caddy validate --adapter caddyfile --config /etc/caddy/Caddyfile").rc == 0
+    request(ports["https"], "/api/health?access-log-probe")
+    line = host.check_output("grep -h access-log-probe /var/log/caddy/access.log | tail -1")
+    assert json.loads(line)["request"]["uri"] == "/api/health?access-log-probe"
+
+
+def test_a_broken_caddyfile_never_reaches_the_running_caddy(host, server, ports):
+    before = host.file("/etc/caddy/Caddyfile").sha256sum
+    proc, data = run_site("--tags", "caddy", "-e", json.dumps({"caddy_extra_site_config": "no_such_directive on"}))
+    assert proc.returncode != 0
+    failed = [t for t in executed_tasks(data, server["name"]) if t["failed"]]
+    assert failed and failed[0]["task"].startswith("caddy : Ensure the Caddyfile"), failed
+    assert "no_such_directive" in failed[0]["msg"] or "unrecognized directive" in proc.stdout, failed[0]["msg"]
+    assert host.file("/etc/caddy/Caddyfile").sha256sum == before
+    assert request(ports["https"], "/api/health")[0] == 200
+
+
+def test_an_inventory_snippet_adds_a_route(host, server, ports):
+    snippet = "handle /rpa-test-snippet {\n\trespond \"from the inventory\" 200\n}"
+    try:
+        proc, _ = run_site("--tags", "caddy", "-e", json.dumps({"caddy_extra_site_config": snippet}))
+        assert proc.returncode == 0, proc.stdout[-2000:]
+        status, _, body = request(ports["https"], "/rpa-test-snippet")
+        assert (status, body) == (200, b"from the inventory")
+    finally:
+        proc, data = run_site("--tags", "caddy")
+    assert proc.returncode == 0
+    assert request(ports["https"], "/rpa-test-snippet")[0] != 200 or b"served-by" in request(
+        ports["https"], "/rpa-test-snippet")[2]
+
+
+def test_zero_failed_requests_while_the_backend_is_recreated(server, ports):
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "zero_downtime"), "--only", "ours",
+                           "--https-port", str(ports["https"]), "--ssh-port", str(server["ssh_port"]),
+                           "--key", server["key"]], capture_output=True, text=True, timeout=600)
+    print(proc.stdout)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])[0]
+    assert result["sent"] >= 1000, result
+    assert (result["non_2xx"], result["connection_errors"]) == (0, 0), result
+    assert proc.returncode == 0
