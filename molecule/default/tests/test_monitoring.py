@@ -43,7 +43,7 @@ def targets(host) -> dict[str, str]:
 
 def test_every_configured_target_is_up(host):
     wait_for(lambda: set(targets(host).values()) == {"up"}, 90, f"targets not all up: {targets(host)}")
-    assert set(targets(host)) == {"prometheus", "node", "cadvisor", "postgres", "pgbouncer", "redis"}
+    assert set(targets(host)) == {"prometheus", "node", "cadvisor", "postgres", "pgbouncer", "redis", "backend"}
 
 
 def test_promtool_accepts_the_live_config_and_rules(host):
