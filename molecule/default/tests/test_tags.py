@@ -7,7 +7,7 @@ import pytest
 from conftest import executed_tasks, run_site
 
 
-@pytest.mark.parametrize("tag", ["common", "docker"])
+@pytest.mark.parametrize("tag", ["common", "docker", "app", "caddy"])
 def test_tag_runs_alone_and_changes_nothing(server, tag):
     proc, data = run_site("--tags", tag)
     assert proc.returncode == 0, proc.stderr[-2000:]
