@@ -85,6 +85,19 @@ def test_each_route_reaches_its_service(ports, path, service):
         assert json.loads(body)["service"] == service
 
 
+@pytest.mark.parametrize(("path", "service"), [
+    ("/api/health", "backend"), ("/deploy/health", "deployer"), ("/", "frontend")])
+def test_each_route_reaches_its_service_from_inside_the_server(host, path, service):
+    body = host.check_output(
+        f"curl -sk -m 10 --resolve {NAME}:443:127.0.0.1 -w '\\n%{{http_code}}' https://{NAME}{path}")
+    content, _, status = body.rpartition("\n")
+    assert status == "200", body[-300:]
+    if service == "frontend":
+        assert "served-by: frontend" in content
+    else:
+        assert json.loads(content)["service"] == service
+
+
 def test_the_websocket_upgrades_and_echoes_through_caddy(ports):
     raw = socket.create_connection(("127.0.0.1", ports["https"]), timeout=15)
     # HTTP/1.1 only: a WebSocket upgrade over TLS is negotiated with ALPN http/1.1.
