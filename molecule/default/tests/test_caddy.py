@@ -18,7 +18,7 @@ import warnings
 
 import pytest
 
-from conftest import ROOT, executed_tasks, run_site
+from conftest import ROOT, executed_tasks, run_site, secret
 
 NAME = "localhost"
 
@@ -45,13 +45,17 @@ def tls_context(version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
     return ctx
 
 
-def request(port: int, path: str, tls: bool = True, method: str = "GET") -> tuple[int, dict, bytes]:
+def request(port: int, path: str, tls: bool = True, method: str = "GET",
+            auth: tuple[str, str] | None = None) -> tuple[int, dict, bytes]:
     """(status, lower-cased headers, body) of one HTTP/1.1 request to 127.0.0.1:port."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=15)
     sock = tls_context().wrap_socket(raw, server_hostname=NAME) if tls else raw
+    extra = ""
+    if auth:
+        extra = "Authorization: Basic " + base64.b64encode(":".join(auth).encode()).decode() + "\r\n"
     with sock:
         sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: {NAME}\r\nConnection: close\r\n"
-                     "Accept-Encoding: identity\r\n\r\n".encode())
+                     f"Accept-Encoding: identity\r\n{extra}\r\n".encode())
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
@@ -204,3 +208,33 @@ def test_zero_failed_requests_while_the_backend_is_recreated(server, ports):
     assert result["sent"] >= 1000, result
     assert (result["non_2xx"], result["connection_errors"]) == (0, 0), result
     assert proc.returncode == 0
+
+
+def test_grafana_route_needs_the_basic_auth_password(ports):
+    password = secret("caddy_grafana_password")
+    status, headers, _ = request(ports["https"], "/grafana/api/health")
+    assert status == 401 and headers.get("www-authenticate", "").startswith("Basic"), (status, headers)
+    assert request(ports["https"], "/grafana/api/health", auth=("ops", password + "x"))[0] == 401
+    assert request(ports["https"], "/grafana/api/health", auth=("admin", password))[0] == 401
+    status, _, body = request(ports["https"], "/grafana/api/health", auth=("ops", password))
+    assert status == 200 and json.loads(body)["database"] == "ok", (status, body)
+    # The prefix is stripped before Grafana, and /grafana itself leads there.
+    status, headers, _ = request(ports["https"], "/grafana", auth=("ops", password))
+    assert (status, headers.get("location")) == (308, "/grafana/"), (status, headers)
+
+
+def test_grafana_route_still_needs_grafana_own_login(ports):
+    """Caddy's credentials are not passed on: Grafana's API answers only its own login."""
+    status, _, body = request(ports["https"], "/grafana/api/datasources", auth=("ops", secret("caddy_grafana_password")))
+    assert status == 401, (status, body)
+
+
+def test_caddyfile_holds_a_bcrypt_hash_not_the_password(host):
+    caddyfile = host.file("/etc/caddy/Caddyfile")
+    assert (caddyfile.user, caddyfile.group, caddyfile.mode) == ("root", "caddy", 0o640)
+    content = caddyfile.content_string
+    assert secret("caddy_grafana_password") not in content
+    hashes = [line.split()[1] for line in content.splitlines() if line.strip().startswith("ops $2b$12$")]
+    assert len(hashes) == 1, "no bcrypt hash for the Grafana route's user"
+    from passlib.hash import bcrypt
+    assert bcrypt.verify(secret("caddy_grafana_password"), hashes[0])

@@ -9,6 +9,7 @@ metrics - not Grafana's UI.
 from __future__ import annotations
 
 import base64
+import calendar
 import json
 import time
 from pathlib import Path
@@ -19,6 +20,9 @@ from conftest import probe_tcp, put_file, run_site, secret
 
 PORTS = {"prometheus": 9090, "grafana": 3001, "cadvisor": 8080, "node-exporter": 9100}
 RULES = "/opt/rpa-engine/config/monitoring/prometheus/rules/rpa-engine.yml"
+# The jobs the role itself configures (the inventories add "backend" through
+# monitoring_extra_scrape_configs).
+ROLE_JOBS = {"prometheus", "node", "cadvisor", "postgres", "pgbouncer", "redis", "caddy", "tls"}
 PROM_CFG = "/opt/rpa-engine/config/monitoring/prometheus/prometheus.yml"
 
 
@@ -43,7 +47,34 @@ def targets(host) -> dict[str, str]:
 
 def test_every_configured_target_is_up(host):
     wait_for(lambda: set(targets(host).values()) == {"up"}, 90, f"targets not all up: {targets(host)}")
-    assert set(targets(host)) == {"prometheus", "node", "cadvisor", "postgres", "pgbouncer", "redis", "backend"}
+    assert set(targets(host)) == ROLE_JOBS | {"backend"}
+
+
+def test_prometheus_sees_caddy_request_metrics(host):
+    """Caddy runs on the host: its metrics reach Prometheus through the Docker bridge."""
+    host.check_output("curl -fsSk -o /dev/null --resolve localhost:443:127.0.0.1 https://localhost/api/health")
+    query = "/api/v1/query?query=sum(caddy_http_requests_total%7Bjob%3D%22caddy%22%7D)"
+    wait_for(lambda: prom(host, query)["data"]["result"], 60, "no caddy_http_requests_total in Prometheus")
+    # The listener is for containers only: the firewall admits Docker's bridges, nobody else.
+    rules = host.check_output("nft list chain inet rpa_firewall input")
+    assert 'iifname { "br-*", "docker0" } tcp dport 2020 accept' in rules
+
+
+def test_tls_probe_reports_the_live_certificate_expiry(host):
+    """The blackbox exporter's expiry is the notAfter of the certificate Caddy really serves."""
+    def probe():
+        result = prom(host, "/api/v1/query?query=probe_ssl_earliest_cert_expiry%7Bjob%3D%22tls%22%7D")["data"]["result"]
+        return result and float(result[0]["value"][1])
+    reported = wait_for(probe, 60, "no probe_ssl_earliest_cert_expiry")
+    success = prom(host, "/api/v1/query?query=probe_success%7Bjob%3D%22tls%22%7D")["data"]["result"]
+    assert success[0]["value"][1] == "1", success
+    not_after = host.check_output(
+        "echo | openssl s_client -connect 127.0.0.1:443 -servername localhost 2>/dev/null "
+        "| openssl x509 -noout -enddate")
+    served = calendar.timegm(time.strptime(not_after.split("=", 1)[1], "%b %d %H:%M:%S %Y %Z"))
+    # Caddy's local CA renews its 12-hour leaf certificates: the probe may have seen the previous one.
+    assert served - 13 * 3600 <= reported <= served, (reported, served)
+    assert reported > time.time()
 
 
 def test_promtool_accepts_the_live_config_and_rules(host):
@@ -88,7 +119,7 @@ def test_a_failing_target_fires_target_down(host):
         assert alert["labels"]["severity"] == "critical"
         # Only the broken target: the real ones stay up.
         assert {job: h for job, h in targets(host).items() if job != "deliberately-down"} == \
-            {job: "up" for job in ("prometheus", "node", "cadvisor", "postgres", "pgbouncer", "redis")}
+            {job: "up" for job in ROLE_JOBS}
     finally:
         proc, _ = run_site("--tags", "monitoring")
         assert proc.returncode == 0, proc.stdout[-3000:]
