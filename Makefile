@@ -12,6 +12,10 @@ export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR := 0
 export RPA_TESTBED_DIR := $(CURDIR)/.testbed
+# The demo inventory's own vault (tools/demo_vault.py); production runs pass
+# their own --vault-id.
+DEMO_VAULT_PASS := $(CURDIR)/inventory/demo/.vault-pass
+export ANSIBLE_VAULT_IDENTITY_LIST := demo@$(DEMO_VAULT_PASS)
 TESTBED := python3 $(CURDIR)/testbed/testbed.py
 REPORTS := $(CURDIR)/.cache/reports
 
@@ -20,7 +24,7 @@ DEMO_SSH_PORT := 2222
 DEMO_HTTP_PORT := 8880
 DEMO_HTTPS_PORT := 8443
 
-.PHONY: help venv testbed demo verify-demo destroy test lint unit molecule docs bench-noop
+.PHONY: help venv testbed demo-vault demo verify-demo destroy test lint unit molecule docs bench-noop
 
 help:
 	@echo "make demo     provision a local simulated server with site.yml (re-run to converge again)"
@@ -45,13 +49,13 @@ testbed:
 	$(TESTBED) images
 	$(TESTBED) save-images
 
-demo: venv testbed
+demo: venv testbed demo-vault
 	$(TESTBED) up $(DEMO_NAME) --ssh-port $(DEMO_SSH_PORT) \
 	  --http-port $(DEMO_HTTP_PORT) --https-port $(DEMO_HTTPS_PORT)
 	ansible-playbook site.yml -i inventory/demo
 
 # The Molecule verify tests, run against the demo server instead.
-verify-demo: venv
+verify-demo: venv demo-vault
 	$(TESTBED) up $(DEMO_NAME) --ssh-port $(DEMO_SSH_PORT) \
 	  --http-port $(DEMO_HTTP_PORT) --https-port $(DEMO_HTTPS_PORT)
 	pytest -p no:cacheprovider molecule/default/tests --hosts=ssh://root@127.0.0.1:$(DEMO_SSH_PORT) \
@@ -59,6 +63,9 @@ verify-demo: venv
 
 destroy:
 	$(TESTBED) down $(DEMO_NAME)
+
+demo-vault: venv
+	python3 tools/demo_vault.py
 
 lint: venv
 	yamllint --strict .
@@ -71,7 +78,7 @@ unit: venv
 	mkdir -p $(REPORTS)
 	pytest tests/unit --junitxml=$(REPORTS)/unit.xml
 
-molecule: venv testbed
+molecule: venv testbed demo-vault
 	mkdir -p $(REPORTS)
 	molecule test --all
 
@@ -81,5 +88,5 @@ test: lint unit molecule
 docs:
 	python3 tools/role_docs.py --write README.md
 
-bench-noop: venv
+bench-noop: venv demo-vault
 	bench/noop_rerun

@@ -78,6 +78,7 @@ def run_playbook(playbook: str, *args: str, check_json: bool = True,
     """
     inventory = inventory_path()
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    env.setdefault("ANSIBLE_VAULT_IDENTITY_LIST", f"demo@{DEMO_VAULT_PASS}")
     if not human:
         # The json callback replaces profile_tasks, whose report would corrupt the JSON on stdout.
         env.update(ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
@@ -111,10 +112,23 @@ def executed_tasks(data: dict, host: str) -> list[dict]:
     return out
 
 
+DEMO_VAULT = ROOT / "inventory" / "demo" / "group_vars" / "all" / "vault.yml"
+DEMO_VAULT_PASS = ROOT / "inventory" / "demo" / ".vault-pass"
+# Test names of the secrets -> their keys in the demo vault.
+VAULT_KEYS = {"app_jwt_secret": "vault_jwt_secret", "app_deploy_token": "vault_deploy_token",
+              "app_flower_password": "vault_flower_password"}
+
+
+def demo_vault() -> dict:
+    """The demo vault's values, decrypted on the controller (tools/demo_vault.py made it)."""
+    from ansible.parsing.vault import VaultLib, VaultSecret
+    lib = VaultLib([("demo", VaultSecret(DEMO_VAULT_PASS.read_bytes().strip()))])
+    return yaml.safe_load(lib.decrypt(DEMO_VAULT.read_bytes()).decode()) or {}
+
+
 def secret(name: str) -> str:
-    """A demo/Molecule secret, generated on the controller by the password lookup (untracked)."""
-    base = Path(os.environ.get("RPA_TESTBED_DIR") or ROOT / ".testbed")
-    return (base / "secrets" / name).read_text().split()[0]
+    """A demo/Molecule secret from the demo vault, by role variable name (redis_password, app_jwt_secret...)."""
+    return str(demo_vault()[VAULT_KEYS.get(name, f"vault_{name}")])
 
 
 CLIENT_ENV_DIR = "/root/.rpa-test"
