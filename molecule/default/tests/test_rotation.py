@@ -1,0 +1,162 @@
+"""Secret rotation (playbooks/rotate-secrets.yml) on the running stack.
+
+The vault is the demo inventory's own (tools/demo_vault.py), decrypted on the
+controller by conftest.demo_vault(). Traffic goes through Caddy's published
+HTTPS port, as a browser's would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import json
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from conftest import DEMO_VAULT, ROOT, demo_vault, run_playbook, run_site
+
+ROTATION_FILE = DEMO_VAULT.parent / "rotation.yml"
+# bench/zero_downtime's load generator (a script without .py, loaded by path).
+_LOADER = importlib.machinery.SourceFileLoader("zero_downtime", str(ROOT / "bench" / "zero_downtime"))
+ZERO_DOWNTIME = importlib.util.module_from_spec(importlib.util.spec_from_loader("zero_downtime", _LOADER))
+_LOADER.exec_module(ZERO_DOWNTIME)
+
+
+def published_https(server: dict) -> int:
+    out = subprocess.run(["docker", "port", server["name"], "443/tcp"], check=True,
+                         capture_output=True, text=True).stdout
+    return int(out.splitlines()[0].rsplit(":", 1)[1])
+
+
+def call(host, method: str, path: str, token: str | None = None, port: int = 8000) -> tuple[int, dict]:
+    """A request from inside the server; the token travels in a 0600 file, not on a command line."""
+    header = ""
+    if token:
+        host.run("install -d -m 0700 /root/.rpa-test")
+        host.run(f"umask 077; cat > /root/.rpa-test/auth <<'EOF'\nAuthorization: Bearer {token}\nEOF")
+        header = "-H @/root/.rpa-test/auth"
+    res = host.run(f"curl -sS -X {method} {header} -w '\\n%{{http_code}}' http://127.0.0.1:{port}{path}")
+    host.run("rm -f /root/.rpa-test/auth")
+    body, _, code = res.stdout.rpartition("\n")
+    try:
+        return int(code), json.loads(body) if body.strip() else {}
+    except json.JSONDecodeError:
+        return int(code), {"raw": body}
+
+
+def token(host) -> str:
+    status, body = call(host, "POST", "/api/token")
+    assert status == 200, body
+    return body["token"]
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "absent"
+
+
+def rotate(*extra: str, verbose: bool = False):
+    args = ["-e", json.dumps({"rpa_rotate": ["jwt_secret"]}), *extra]
+    if verbose:
+        return run_playbook("playbooks/rotate-secrets.yml", "-vvv", *args, human=True)
+    return run_playbook("playbooks/rotate-secrets.yml", *args)
+
+
+def end_grace(name: str) -> None:
+    """What the clock would do one token lifetime later: the window in rotation.yml is over."""
+    data = yaml.safe_load(ROTATION_FILE.read_text())
+    data["rpa_secret_rotation"][name]["previous_until"] = int(time.time()) - 1
+    ROTATION_FILE.write_text("---\n" + yaml.safe_dump(data))
+
+
+@pytest.mark.parametrize("step", ["set", "test"])
+def test_a_failure_rolls_back_and_leaves_the_vault_unchanged(host, step):
+    before = {"vault": digest(DEMO_VAULT), "rotation": digest(ROTATION_FILE)}
+    key_before = demo_vault()["vault_jwt_secret"]
+    issued = token(host)
+    proc, data = rotate("-e", f"rpa_rotation_fail_at={step}")
+    assert proc.returncode != 0, "an injected failure was not reported"
+    failed = [r for p in data["plays"] for t in p["tasks"] for h, r in t["hosts"].items() if r.get("failed")]
+    assert any(f"failed at" in r.get("msg", "") and "vault is unchanged" in r.get("msg", "") for r in failed), failed
+    assert {"vault": digest(DEMO_VAULT), "rotation": digest(ROTATION_FILE)} == before
+    assert demo_vault()["vault_jwt_secret"] == key_before
+    # The stack is back on the vault's key: a token from before is valid, and not as "previous".
+    status, body = call(host, "GET", "/api/me", issued)
+    assert (status, body.get("previous_key")) == (200, False), (status, body)
+    for service in ("backend", "celery-worker", "deployer"):
+        assert host.check_output(f"docker inspect -f '{{{{.State.Health.Status}}}}' rpa-engine-{service}-1") == "healthy"
+
+
+def test_jwt_rotation_serves_every_request_and_honours_old_tokens(host, server):
+    old_key = demo_vault()["vault_jwt_secret"]
+    issued = token(host)
+    with ZERO_DOWNTIME.Load(published_https(server), clients=4) as load:
+        ZERO_DOWNTIME.wait_sent(load, 50)
+        proc, data = rotate()
+        sent_during = load.sent
+        ZERO_DOWNTIME.wait_sent(load, load.sent + 50)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert sent_during >= 200, f"too little traffic to judge: {sent_during}"
+    assert (load.non_2xx, load.errors) == (0, 0), (load.sent, load.codes, load.errors)
+    # The vault on the controller holds the new key, and the old one as previous.
+    vault = demo_vault()
+    assert vault["vault_jwt_secret"] != old_key and len(vault["vault_jwt_secret"]) == 48
+    assert vault["vault_jwt_secret_previous"] == old_key
+    # Only the name is reported, never the value.
+    report = json.dumps(data)
+    assert "Rotated vault_jwt_secret" in report
+    assert vault["vault_jwt_secret"] not in report and old_key not in report
+    # Within the grace window: the old token still works (as previous), a new one works.
+    status, body = call(host, "GET", "/api/me", issued)
+    assert (status, body.get("sub"), body.get("previous_key")) == (200, "tester", True), (status, body)
+    assert call(host, "GET", "/api/me", token(host))[1]["previous_key"] is False
+    # A following site.yml run agrees with the rotation: nothing to change.
+    proc, data = run_site()
+    assert proc.returncode == 0 and data["stats"][server["name"]]["changed"] == 0, data["stats"]
+    # After the window: site.yml drops the previous key, and the old token is refused.
+    end_grace("vault_jwt_secret")
+    proc, data = run_site("--tags", "app")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert call(host, "GET", "/api/me", issued)[0] == 401
+    assert call(host, "GET", "/api/me", token(host))[0] == 200
+    proc, data = run_site("--tags", "app")
+    assert data["stats"][server["name"]]["changed"] == 0, data["stats"]
+
+
+def test_deploy_token_rotation_keeps_an_overlap(host, server):
+    old = demo_vault()["vault_deploy_token"]
+    proc, _ = run_playbook("playbooks/rotate-secrets.yml", "-e", json.dumps({"rpa_rotate": ["deploy_token"]}))
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    new = demo_vault()["vault_deploy_token"]
+    assert new != old
+    # 403: the token was accepted and the unknown service refused; 401: the token was refused.
+    assert call(host, "POST", "/deploy/rpa-test-probe", new, port=9000)[0] == 403
+    assert call(host, "POST", "/deploy/rpa-test-probe", old, port=9000)[0] == 403
+    end_grace("vault_deploy_token")
+    proc, _ = run_site("--tags", "app")
+    assert proc.returncode == 0
+    assert call(host, "POST", "/deploy/rpa-test-probe", old, port=9000)[0] == 401
+    assert call(host, "POST", "/deploy/rpa-test-probe", new, port=9000)[0] == 403
+
+
+def test_a_supplied_value_is_used_and_never_printed_at_vvv(host):
+    supplied = "Fake-Supplied-Jwt-Key-" + hashlib.sha256(str(time.time()).encode()).hexdigest()[:26]
+    old = demo_vault()["vault_jwt_secret"]
+    proc, _ = rotate("-e", json.dumps({"rpa_rotation_values": {"jwt_secret": supplied}}), verbose=True)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert len(output) > 10000  # -vvv really was verbose
+    assert demo_vault()["vault_jwt_secret"] == supplied
+    assert supplied not in output and old not in output
+
+
+def test_unknown_secret_is_refused_before_anything_changes():
+    before = digest(DEMO_VAULT)
+    proc, data = run_playbook("playbooks/rotate-secrets.yml", "-e", json.dumps({"rpa_rotate": ["root_password"]}))
+    assert proc.returncode != 0
+    assert "rpa_rotate" in proc.stdout and '"jwt_secret"' in proc.stdout.replace("\\", "")
+    assert data["stats"] and all(s["changed"] == 0 for s in data["stats"].values())
+    assert digest(DEMO_VAULT) == before
