@@ -67,14 +67,14 @@ destroy:
 demo-vault: venv
 	python3 tools/demo_vault.py
 
-lint: venv
+lint: venv demo-vault
 	yamllint --strict .
 	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	ansible-lint --offline --profile production
 	python3 tools/role_docs.py --check README.md
 	python3 tools/secret_scan.py
 
-unit: venv
+unit: venv demo-vault
 	mkdir -p $(REPORTS)
 	pytest tests/unit --junitxml=$(REPORTS)/unit.xml
 
