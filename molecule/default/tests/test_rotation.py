@@ -142,6 +142,24 @@ def test_deploy_token_rotation_keeps_an_overlap(host, server):
     assert call(host, "POST", "/deploy/rpa-test-probe", new, port=9000)[0] == 403
 
 
+def test_flower_password_rotation_refuses_the_old_one_at_once(host):
+    old = demo_vault()["vault_flower_password"]
+    proc, _ = run_playbook("playbooks/rotate-secrets.yml", "-e", json.dumps({"rpa_rotate": ["flower_password"]}))
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    vault = demo_vault()
+    assert vault["vault_flower_password"] != old and "vault_flower_password_previous" not in vault
+
+    def flower(password: str) -> str:
+        host.run("install -d -m 0700 /root/.rpa-test")
+        host.run(f"umask 077; printf 'user = \"admin:%s\"\\n' '{password}' > /root/.rpa-test/flower.curl")
+        code = host.check_output("curl -s -o /dev/null -w '%{http_code}' -K /root/.rpa-test/flower.curl "
+                                 "http://127.0.0.1:5555/api/workers")
+        host.run("rm -f /root/.rpa-test/flower.curl")
+        return code
+    assert flower(vault["vault_flower_password"]) == "200"
+    assert flower(old) == "401"
+
+
 def test_a_supplied_value_is_used_and_never_printed_at_vvv(host):
     supplied = "Fake-Supplied-Jwt-Key-" + hashlib.sha256(str(time.time()).encode()).hexdigest()[:26]
     old = demo_vault()["vault_jwt_secret"]
