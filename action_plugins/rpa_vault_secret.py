@@ -6,10 +6,11 @@ are; a module on the server never sees them.
 
 state=pending   read the current values of `secrets` (a list of {name,
                 length, alphabet, value}) from the vault file and draw a
-                pending value for each (by policy, or the supplied value). Returns current and pending values - always censored
-                (the result is no_log whatever the task says).
-state=finish    write `values` (and each of `previous` as <name>_previous) into the vault file, re-encrypted with the
-                vault id it already had, atomically (temporary file, fsync,
+                pending value for each (by policy, or the supplied value).
+                Returns current and pending values - always censored (the
+                result is no_log whatever the task says).
+state=finish    write `values` (and each of `previous` as <name>_previous)
+                into the vault file, re-encrypted with the vault id it had, atomically (temporary file, fsync,
                 rename; mode kept), check the written file decrypts to what
                 was meant, and record rotation dates in `meta_path` (not
                 secret). Returns the names rotated, never the values.
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,21 +30,6 @@ from ansible.plugins.action import ActionBase
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "module_utils"))
 import rpa_vault  # noqa: E402
-
-
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class ActionModule(ActionBase):
@@ -109,22 +94,22 @@ class ActionModule(ActionBase):
                 new_plain = rpa_vault.set_values(plain, values)
             except ValueError as exc:
                 raise AnsibleActionFail(str(exc)) from None
-            sid, secret = found[0]
+            secret = found[0][1]
             data = VaultLib(vault.secrets).encrypt(new_plain.encode(), secret=secret, vault_id=vault_id)
             mode = os.stat(path).st_mode & 0o777
             meta_path = Path(args["meta_path"]) if args.get("meta_path") else None
             meta_text = self._meta_text(meta_path, args.get("grace") or {}, sorted(new)) if meta_path else None
             # One transaction: if anything after the vault's rename fails, the old
             # vault comes back, so the rescue's rollback and the vault agree.
-            _atomic_write(path, data, mode & 0o700 or 0o600)
+            rpa_vault.atomic_write(path, data, mode & 0o700 or 0o600)
             try:
                 check = yaml.safe_load(vault.decrypt(path.read_bytes()).decode()) or {}
                 if any(str(check.get(k)) != str(v) for k, v in values.items()):
                     raise AnsibleActionFail(f"{path} did not read back as written; the previous file is restored")
                 if meta_path:
-                    _atomic_write(meta_path, meta_text.encode(), 0o644)
+                    rpa_vault.atomic_write(meta_path, meta_text.encode(), 0o644)
             except BaseException:
-                _atomic_write(path, raw, mode)
+                rpa_vault.atomic_write(path, raw, mode)
                 raise
             result.update(changed=True, rotated=sorted(new), vault_id=vault_id)
             return result

@@ -1,16 +1,19 @@
-"""Pure helpers of the secret rotation: values by policy, vault text edits, grace windows.
+"""Helpers of the secret rotation: values by policy, vault text edits, grace windows.
 
 The action plugin rpa_vault_secret (controller side) and tools/demo_vault.py
-do the I/O and the encryption; everything that can be wrong in a subtle way
-lives here, where pytest covers it.
+do the encryption; everything that can be wrong in a subtle way lives here,
+where pytest covers it - including the one atomic file write both use.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import string
+import tempfile
+from pathlib import Path
 
 ALPHABETS = {
     # Safe in a URL, a shell word, YAML and a .env file without quoting rules.
@@ -86,3 +89,19 @@ def due(meta: dict | None, name: str, max_age_days: float, now: float) -> bool:
     """True when name was never rotated or last rotated more than max_age_days ago."""
     rotated = ((meta or {}).get(name) or {}).get("rotated_at")
     return rotated is None or now - float(rotated) > max_age_days * 86400
+
+
+def atomic_write(path: Path, data: bytes, mode: int) -> None:
+    """Replace path with data: mode set before the first byte, fsync, rename; no partial file left."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "module_utils"))
 
 from ansible.parsing.vault import VaultLib, VaultSecret  # noqa: E402
-from rpa_vault import generate, set_values, vault_id_of  # noqa: E402
+from rpa_vault import atomic_write, generate, set_values, vault_id_of  # noqa: E402
 import yaml  # noqa: E402
 
 DEMO = ROOT / "inventory" / "demo"
@@ -55,18 +55,9 @@ LEGACY = {
 }
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Write data to path, 0600 from the first byte, replacing it atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
-
-
 def vault_lib() -> VaultLib:
     if not PASS_FILE.exists():
-        write_private(PASS_FILE, (generate(40) + "\n").encode())
+        atomic_write(PASS_FILE, (generate(40) + "\n").encode(), 0o600)
     password = PASS_FILE.read_bytes().strip()
     return VaultLib([(VAULT_ID, VaultSecret(password))])
 
@@ -100,7 +91,7 @@ def main(argv: list[str]) -> int:
     text = set_values(header + text, missing)
     encrypted = lib.encrypt(text.encode(), vault_id=VAULT_ID)
     assert vault_id_of(encrypted.decode()) == VAULT_ID
-    write_private(VAULT_FILE, encrypted)
+    atomic_write(VAULT_FILE, encrypted, 0o600)
     print(f"demo vault: {VAULT_FILE.relative_to(ROOT)} has {len(missing)} new secret(s): {', '.join(sorted(missing))}")
     return 0
 
