@@ -17,7 +17,7 @@ import time
 import pytest
 import yaml
 
-from conftest import DEMO_VAULT, ROOT, demo_vault, run_playbook, run_site
+from conftest import DEMO_VAULT, ROOT, demo_vault, run_playbook, run_site, ssh_argv
 
 ROTATION_FILE = DEMO_VAULT.parent / "rotation.yml"
 # bench/zero_downtime's load generator (a script without .py, loaded by path).
@@ -63,6 +63,26 @@ def rotate(*extra: str, verbose: bool = False):
     if verbose:
         return run_playbook("playbooks/rotate-secrets.yml", "-vvv", *args, human=True)
     return run_playbook("playbooks/rotate-secrets.yml", *args)
+
+
+def rotate_under_load(server: dict, name: str, paths: tuple[str, ...]):
+    """Rotate one secret while 4 HTTPS clients hit paths through Caddy; the load and the run."""
+    with ZERO_DOWNTIME.Load(published_https(server), clients=4, paths=paths) as load:
+        ZERO_DOWNTIME.wait_sent(load, 50)
+        proc, data = run_playbook("playbooks/rotate-secrets.yml", "-e", json.dumps({"rpa_rotate": [name]}))
+        sent_during = load.sent
+        ZERO_DOWNTIME.wait_sent(load, load.sent + 50)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert sent_during >= 200, f"too little traffic to judge: {sent_during}"
+    assert (load.non_2xx, load.errors) == (0, 0), (load.sent, load.codes, load.errors)
+    return data
+
+
+def redis_auth(server: dict, password: str) -> str:
+    """redis-cli's answer to AUTH + PING, the password on stdin (never on a command line)."""
+    proc = subprocess.run(ssh_argv(server, "docker exec -i rpa-engine-redis-1 redis-cli"),
+                          input=f"AUTH {password}\nPING\n", capture_output=True, text=True, timeout=30)
+    return proc.stdout.strip()
 
 
 def end_grace(name: str) -> None:
@@ -158,6 +178,28 @@ def test_flower_password_rotation_refuses_the_old_one_at_once(host):
         return code
     assert flower(vault["vault_flower_password"]) == "200"
     assert flower(old) == "401"
+
+
+def test_redis_password_rotation_serves_every_request_then_refuses_the_old_one(host, server):
+    old = demo_vault()["vault_redis_password"]
+    started = host.check_output("docker inspect -f '{{.State.StartedAt}}' rpa-engine-redis-1")
+    # /api/beat reads Redis, /api/items Postgres: the backend's Redis clients move mid-load.
+    data = rotate_under_load(server, "redis_password", ("/api/beat", "/api/items"))
+    new = demo_vault()["vault_redis_password"]
+    assert new != old and len(new) == 32 and "vault_redis_password_previous" not in demo_vault()
+    assert "Rotated vault_redis_password" in json.dumps(data)
+    assert new not in json.dumps(data) and old not in json.dumps(data)
+    assert redis_auth(server, new) == "OK\nPONG"
+    assert "WRONGPASS" in redis_auth(server, old)
+    # The new ACL was loaded in place: Redis itself was not restarted.
+    assert host.check_output("docker inspect -f '{{.State.StartedAt}}' rpa-engine-redis-1") == started
+    for service in ("backend", "celery-worker", "celery-beat", "redis-exporter"):
+        assert host.check_output(f"docker inspect -f '{{{{.State.Health.Status}}}}' rpa-engine-{service}-1") == "healthy"
+    # The exporter logs in with the new password too.
+    metrics = host.check_output("docker exec rpa-engine-redis-exporter-1 wget -qO- http://127.0.0.1:9121/metrics")
+    assert "\nredis_up 1\n" in metrics
+    proc, data = run_site()
+    assert proc.returncode == 0 and data["stats"][server["name"]]["changed"] == 0, data["stats"]
 
 
 def test_a_supplied_value_is_used_and_never_printed_at_vvv(host):
