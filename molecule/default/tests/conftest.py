@@ -131,6 +131,11 @@ def secret(name: str) -> str:
     return str(demo_vault()[VAULT_KEYS.get(name, f"vault_{name}")])
 
 
+def app_login() -> str:
+    """The Postgres login the app uses now: the vault records it after a rotation."""
+    return str(demo_vault().get("vault_postgres_app_login", "rpa_engine"))
+
+
 CLIENT_ENV_DIR = "/root/.rpa-test"
 
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import (container, executed_tasks, put_file, run_site, secret, ssh_argv, ssh_run,
+from conftest import (app_login, container, executed_tasks, put_file, run_site, secret, ssh_argv, ssh_run,
                       wait_healthy)
 
 APP = ["backend", "celery-worker", "celery-beat", "flower", "frontend", "deployer"]
@@ -100,6 +100,7 @@ def test_backend_reaches_postgres_through_pgbouncer_and_redis(host):
         db = urlsplit(env["DATABASE_URL"])
         assert (db.scheme, db.hostname, db.port, db.path) == ("postgresql", "pgbouncer", 6432, "/rpa_engine"), service
         assert db.password == secret("postgres_app_password"), f"{service}: DATABASE_URL is not the vault's password"
+        assert db.username == app_login(), f"{service}: DATABASE_URL is not the vault's login"
         redis = urlsplit(env["REDIS_URL"])
         assert (redis.hostname, redis.port) == ("redis", 6379) and redis.password == secret("redis_password"), service
 

@@ -12,13 +12,15 @@ import time
 
 import pytest
 
-from conftest import container, executed_tasks, run_site, wait_healthy
+from conftest import app_login, container, executed_tasks, run_site, wait_healthy
 
 NETWORK = "rpa-engine_default"
 PGB_IMAGE = "rpa-testbed/pgbouncer:latest"
 PG_IMAGE = "rpa-testbed/postgres:latest"
 REDIS_IMAGE = "rpa-testbed/redis:latest"
-APP_USER = APP_DB = "rpa_engine"
+APP_OWNER = APP_DB = "rpa_engine"
+# The login the app uses now (rpa_engine or rpa_engine_alt: secret rotation alternates them).
+APP_USER = app_login()
 
 
 def client(host, image: str, argv: list[str], env_file: str | None = None, env: dict | None = None,
@@ -54,7 +56,8 @@ def redis_cli(host, *args: str, env_file: str | None = None, password: str | Non
 def test_login_through_pgbouncer_with_the_app_credentials(host, client_env):
     res = psql(host, "select current_user || '@' || current_database()", client_env["postgres"])
     assert res.rc == 0, res.stderr
-    assert res.stdout.strip() == f"{APP_USER}@{APP_DB}"
+    # Either login acts as the owner role.
+    assert res.stdout.strip() == f"{APP_OWNER}@{APP_DB}"
 
 
 def test_wrong_password_is_refused(host):
@@ -193,7 +196,7 @@ def test_docker_kill_heals_within_60_seconds(host, client_env, service):
 def test_the_app_password_converges_back_to_the_vault_value(host, server, client_env):
     """A password changed behind Ansible's back is set back by the next run, and only then."""
     host.check_output("docker exec rpa-engine-postgres-1 psql -X -q -U postgres -d postgres -c "
-                      "\"ALTER ROLE rpa_engine PASSWORD 'changed-behind-our-back-0123456789'\"")
+                      f"\"ALTER ROLE {APP_USER} PASSWORD 'changed-behind-our-back-0123456789'\"")
     # Straight to Postgres: through PgBouncer, a pooled server connection (the app keeps
     # some open) would still serve the vault's password, which is checked by PgBouncer.
     direct = ("postgres", "5432")
@@ -201,7 +204,7 @@ def test_the_app_password_converges_back_to_the_vault_value(host, server, client
     proc, data = run_site("--tags", "postgres")
     assert proc.returncode == 0, proc.stdout[-3000:]
     changed = [t["task"] for t in executed_tasks(data, server["name"]) if t["changed"]]
-    assert changed == ["postgres : Ensure the application role exists with the vault password."], changed
+    assert changed == ["postgres : Ensure the application's logins exist, with the vault password or locked."], changed
     for via in (direct, ("pgbouncer", "6432")):
         res = psql(host, "select 1", client_env["postgres"], server=via)
         assert res.rc == 0, (via, res.stderr)

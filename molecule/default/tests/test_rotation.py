@@ -17,7 +17,7 @@ import time
 import pytest
 import yaml
 
-from conftest import DEMO_VAULT, ROOT, demo_vault, run_playbook, run_site, ssh_argv
+from conftest import DEMO_VAULT, ROOT, app_login, demo_vault, run_playbook, run_site, ssh_argv
 
 ROTATION_FILE = DEMO_VAULT.parent / "rotation.yml"
 # bench/zero_downtime's load generator (a script without .py, loaded by path).
@@ -58,8 +58,8 @@ def digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "absent"
 
 
-def rotate(*extra: str, verbose: bool = False):
-    args = ["-e", json.dumps({"rpa_rotate": ["jwt_secret"]}), *extra]
+def rotate(*extra: str, verbose: bool = False, names: tuple[str, ...] = ("jwt_secret",)):
+    args = ["-e", json.dumps({"rpa_rotate": list(names)}), *extra]
     if verbose:
         return run_playbook("playbooks/rotate-secrets.yml", "-vvv", *args, human=True)
     return run_playbook("playbooks/rotate-secrets.yml", *args)
@@ -85,6 +85,25 @@ def redis_auth(server: dict, password: str) -> str:
     return proc.stdout.strip()
 
 
+def pg_login(server: dict, login: str, password: str, via: tuple[str, str] = ("pgbouncer", "6432")):
+    """psql as login through via; the password on stdin, handed to docker exec by name only."""
+    command = (f"read -r PGPASSWORD; export PGPASSWORD; docker exec -e PGPASSWORD -e PGCONNECT_TIMEOUT=5 "
+               f"rpa-engine-postgres-1 psql -X -tA -h {via[0]} -p {via[1]} -U {login} -d rpa_engine "
+               f"-c 'select current_user'")
+    proc = subprocess.run(ssh_argv(server, command), input=password + "\n", capture_output=True, text=True,
+                          timeout=30)
+    return proc.returncode, proc.stdout.strip() or proc.stderr.strip()
+
+
+def can_login(host, role: str) -> str:
+    return host.check_output("docker exec rpa-engine-postgres-1 psql -X -tA -U postgres -c "
+                             f"\"select rolcanlogin, rolpassword is not null from pg_authid where rolname = '{role}'\"")
+
+
+def other_login(login: str) -> str:
+    return "rpa_engine" if login == "rpa_engine_alt" else "rpa_engine_alt"
+
+
 def end_grace(name: str) -> None:
     """What the clock would do one token lifetime later: the window in rotation.yml is over."""
     data = yaml.safe_load(ROTATION_FILE.read_text())
@@ -93,11 +112,14 @@ def end_grace(name: str) -> None:
 
 
 @pytest.mark.parametrize("step", ["set", "test"])
-def test_a_failure_rolls_back_and_leaves_the_vault_unchanged(host, step):
+def test_a_failure_rolls_back_and_leaves_the_vault_unchanged(host, server, step):
     before = {"vault": digest(DEMO_VAULT), "rotation": digest(ROTATION_FILE)}
-    key_before = demo_vault()["vault_jwt_secret"]
+    vault_before = demo_vault()
+    key_before = vault_before["vault_jwt_secret"]
+    login = app_login()
     issued = token(host)
-    proc, data = rotate("-e", f"rpa_rotation_fail_at={step}")
+    proc, data = rotate("-e", f"rpa_rotation_fail_at={step}",
+                        names=("jwt_secret", "redis_password", "postgres_app_password"))
     assert proc.returncode != 0, "an injected failure was not reported"
     failed = [r for p in data["plays"] for t in p["tasks"] for h, r in t["hosts"].items() if r.get("failed")]
     assert any(f"failed at" in r.get("msg", "") and "vault is unchanged" in r.get("msg", "") for r in failed), failed
@@ -106,8 +128,14 @@ def test_a_failure_rolls_back_and_leaves_the_vault_unchanged(host, step):
     # The stack is back on the vault's key: a token from before is valid, and not as "previous".
     status, body = call(host, "GET", "/api/me", issued)
     assert (status, body.get("previous_key")) == (200, False), (status, body)
-    for service in ("backend", "celery-worker", "deployer"):
+    # The data tier takes the vault's passwords only: nobody locked out, nothing new let in.
+    assert redis_auth(server, vault_before["vault_redis_password"]) == "OK\nPONG"
+    for via in (("pgbouncer", "6432"), ("postgres", "5432")):
+        assert pg_login(server, login, vault_before["vault_postgres_app_password"], via) == (0, "rpa_engine"), via
+    assert can_login(host, other_login(login)) == "f|f"
+    for service in ("backend", "celery-worker", "deployer", "redis-exporter"):
         assert host.check_output(f"docker inspect -f '{{{{.State.Health.Status}}}}' rpa-engine-{service}-1") == "healthy"
+    assert call(host, "GET", "/api/health")[1].get("database") == "ok"
 
 
 def test_jwt_rotation_serves_every_request_and_honours_old_tokens(host, server):
@@ -202,15 +230,46 @@ def test_redis_password_rotation_serves_every_request_then_refuses_the_old_one(h
     assert proc.returncode == 0 and data["stats"][server["name"]]["changed"] == 0, data["stats"]
 
 
+def test_postgres_password_rotation_serves_every_request_and_alternates_logins(host, server):
+    old, login = demo_vault()["vault_postgres_app_password"], app_login()
+    data = rotate_under_load(server, "postgres_app_password", ("/api/items",))
+    vault = demo_vault()
+    new, new_login = vault["vault_postgres_app_password"], vault["vault_postgres_app_login"]
+    assert new != old and len(new) == 32 and new_login == other_login(login)
+    assert "vault_postgres_app_password_previous" not in vault
+    assert new not in json.dumps(data) and old not in json.dumps(data)
+    # New accepted, through PgBouncer and straight to Postgres; both act as the owner role.
+    for via in (("pgbouncer", "6432"), ("postgres", "5432")):
+        assert pg_login(server, new_login, new, via) == (0, "rpa_engine"), via
+        rc, out = pg_login(server, login, old, via)
+        assert rc != 0, (via, out)
+    assert can_login(host, login) == "f|f" and can_login(host, new_login) == "t|t"
+    assert call(host, "GET", "/api/health")[1].get("database") == "ok"
+    proc, data = run_site()
+    assert proc.returncode == 0 and data["stats"][server["name"]]["changed"] == 0, data["stats"]
+    # The next rotation moves back to the first login.
+    proc, _ = run_playbook("playbooks/rotate-secrets.yml", "-e", json.dumps({"rpa_rotate": ["postgres_app_password"]}))
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    vault = demo_vault()
+    assert vault["vault_postgres_app_login"] == login and vault["vault_postgres_app_password"] not in (old, new)
+    assert pg_login(server, login, vault["vault_postgres_app_password"]) == (0, "rpa_engine")
+    assert pg_login(server, new_login, new, ("postgres", "5432"))[0] != 0
+
+
 def test_a_supplied_value_is_used_and_never_printed_at_vvv(host):
     supplied = "Fake-Supplied-Jwt-Key-" + hashlib.sha256(str(time.time()).encode()).hexdigest()[:26]
-    old = demo_vault()["vault_jwt_secret"]
-    proc, _ = rotate("-e", json.dumps({"rpa_rotation_values": {"jwt_secret": supplied}}), verbose=True)
+    names = ("jwt_secret", "redis_password", "postgres_app_password")
+    before = demo_vault()
+    proc, _ = rotate("-e", json.dumps({"rpa_rotation_values": {"jwt_secret": supplied}}), verbose=True, names=names)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     assert len(output) > 10000  # -vvv really was verbose
-    assert demo_vault()["vault_jwt_secret"] == supplied
-    assert supplied not in output and old not in output
+    after = demo_vault()
+    assert after["vault_jwt_secret"] == supplied
+    keys = ("vault_jwt_secret", "vault_redis_password", "vault_postgres_app_password")
+    assert all(after[k] != before[k] for k in keys)
+    leaked = [f"{k} ({when})" for k in keys for when, vault in (("old", before), ("new", after)) if vault[k] in output]
+    assert not leaked, leaked
 
 
 def test_unknown_secret_is_refused_before_anything_changes():
