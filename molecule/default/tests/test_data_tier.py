@@ -166,11 +166,13 @@ def test_secret_files_are_root_only(host):
     for path in ("/opt/rpa-engine/.env", "/opt/rpa-engine/env.d/postgres.json", "/opt/rpa-engine/env.d/redis.json"):
         f = host.file(path)
         assert f.user == "root" and f.mode == 0o600, (path, f.user, oct(f.mode))
-    # Read by the service users inside the containers, never by others.
-    for path in ("/opt/rpa-engine/config/pgbouncer/userlist.txt", "/opt/rpa-engine/config/redis/users.acl"):
+    # Read by the service users inside the containers (PgBouncer 70, Redis 999), never by others.
+    for path, uid in (("/opt/rpa-engine/config/pgbouncer/userlist.txt", 70),
+                      ("/opt/rpa-engine/config/redis/users.acl", 999),
+                      ("/opt/rpa-engine/config/redis/client.auth", 999)):
         f = host.file(path)
         assert f.exists, path
-        assert f.mode & 0o007 == 0, (path, oct(f.mode))
+        assert f.uid in (0, uid) and f.mode & 0o077 == 0, (path, f.uid, oct(f.mode))
 
 
 # ------------------------------------------------------------- self-healing

@@ -85,6 +85,15 @@ def redis_auth(server: dict, password: str) -> str:
     return proc.stdout.strip()
 
 
+def basic_auth_code(host, url: str, user: str, password: str) -> str:
+    """The HTTP status of url with basic auth; the credentials in a 0600 file, not on a command line."""
+    host.run("install -d -m 0700 /root/.rpa-test")
+    host.run(f"umask 077; printf 'user = \"{user}:%s\"\\n' '{password}' > /root/.rpa-test/basic.curl")
+    code = host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' -K /root/.rpa-test/basic.curl {url}")
+    host.run("rm -f /root/.rpa-test/basic.curl")
+    return code
+
+
 def pg_login(server: dict, login: str, password: str, via: tuple[str, str] = ("pgbouncer", "6432")):
     """psql as login through via; the password on stdin, handed to docker exec by name only."""
     command = (f"read -r PGPASSWORD; export PGPASSWORD; docker exec -e PGPASSWORD -e PGCONNECT_TIMEOUT=5 "
@@ -119,7 +128,7 @@ def test_a_failure_rolls_back_and_leaves_the_vault_unchanged(host, server, step)
     login = app_login()
     issued = token(host)
     proc, data = rotate("-e", f"rpa_rotation_fail_at={step}",
-                        names=("jwt_secret", "redis_password", "postgres_app_password"))
+                        names=("jwt_secret", "redis_password", "postgres_app_password", "grafana_admin_password"))
     assert proc.returncode != 0, "an injected failure was not reported"
     failed = [r for p in data["plays"] for t in p["tasks"] for h, r in t["hosts"].items() if r.get("failed")]
     assert any(f"failed at" in r.get("msg", "") and "vault is unchanged" in r.get("msg", "") for r in failed), failed
@@ -133,6 +142,8 @@ def test_a_failure_rolls_back_and_leaves_the_vault_unchanged(host, server, step)
     for via in (("pgbouncer", "6432"), ("postgres", "5432")):
         assert pg_login(server, login, vault_before["vault_postgres_app_password"], via) == (0, "rpa_engine"), via
     assert can_login(host, other_login(login)) == "f|f"
+    grafana_user = "http://127.0.0.1:3001/api/user"
+    assert basic_auth_code(host, grafana_user, "admin", vault_before["vault_grafana_admin_password"]) == "200"
     for service in ("backend", "celery-worker", "deployer", "redis-exporter"):
         assert host.check_output(f"docker inspect -f '{{{{.State.Health.Status}}}}' rpa-engine-{service}-1") == "healthy"
     assert call(host, "GET", "/api/health")[1].get("database") == "ok"
@@ -197,15 +208,24 @@ def test_flower_password_rotation_refuses_the_old_one_at_once(host):
     vault = demo_vault()
     assert vault["vault_flower_password"] != old and "vault_flower_password_previous" not in vault
 
-    def flower(password: str) -> str:
-        host.run("install -d -m 0700 /root/.rpa-test")
-        host.run(f"umask 077; printf 'user = \"admin:%s\"\\n' '{password}' > /root/.rpa-test/flower.curl")
-        code = host.check_output("curl -s -o /dev/null -w '%{http_code}' -K /root/.rpa-test/flower.curl "
-                                 "http://127.0.0.1:5555/api/workers")
-        host.run("rm -f /root/.rpa-test/flower.curl")
-        return code
-    assert flower(vault["vault_flower_password"]) == "200"
-    assert flower(old) == "401"
+    assert basic_auth_code(host, "http://127.0.0.1:5555/api/workers", "admin", vault["vault_flower_password"]) == "200"
+    assert basic_auth_code(host, "http://127.0.0.1:5555/api/workers", "admin", old) == "401"
+
+
+def test_grafana_admin_password_rotation_refuses_the_old_one_without_a_restart(host, server):
+    old = demo_vault()["vault_grafana_admin_password"]
+    started = host.check_output("docker inspect -f '{{.State.StartedAt}}' rpa-engine-grafana-1")
+    proc, _ = run_playbook("playbooks/rotate-secrets.yml", "-e", json.dumps({"rpa_rotate": ["grafana_admin_password"]}))
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    vault = demo_vault()
+    new = vault["vault_grafana_admin_password"]
+    assert new != old and "vault_grafana_admin_password_previous" not in vault
+    assert basic_auth_code(host, "http://127.0.0.1:3001/api/user", "admin", new) == "200"
+    assert basic_auth_code(host, "http://127.0.0.1:3001/api/user", "admin", old) == "401"
+    # Set in Grafana's own database: Grafana kept running.
+    assert host.check_output("docker inspect -f '{{.State.StartedAt}}' rpa-engine-grafana-1") == started
+    proc, data = run_site("--tags", "monitoring")
+    assert proc.returncode == 0 and data["stats"][server["name"]]["changed"] == 0, data["stats"]
 
 
 def test_redis_password_rotation_serves_every_request_then_refuses_the_old_one(host, server):
