@@ -131,7 +131,9 @@ def test_a_failure_rolls_back_and_leaves_the_vault_unchanged(host, server, step)
                         names=("jwt_secret", "redis_password", "postgres_app_password", "grafana_admin_password"))
     assert proc.returncode != 0, "an injected failure was not reported"
     failed = [r for p in data["plays"] for t in p["tasks"] for h, r in t["hosts"].items() if r.get("failed")]
-    assert any(f"failed at" in r.get("msg", "") and "vault is unchanged" in r.get("msg", "") for r in failed), failed
+    # Failed where the switch said, not earlier: the set step (or the test step) really ran.
+    injected = f'failed at "Fail on purpose after the {step} step (tests only)."'
+    assert any(injected in r.get("msg", "") and "vault is unchanged" in r.get("msg", "") for r in failed), failed
     assert {"vault": digest(DEMO_VAULT), "rotation": digest(ROTATION_FILE)} == before
     assert demo_vault()["vault_jwt_secret"] == key_before
     # The stack is back on the vault's key: a token from before is valid, and not as "previous".
