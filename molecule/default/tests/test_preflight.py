@@ -40,6 +40,8 @@ CASES = [
     ("postgres_memory_limit", "1 GB", "not a Docker memory size"),
     ("postgres_shared_buffers", "256M", "not a PostgreSQL size"),
     ("postgres_app_password", "short-pass", "too short"),
+    ("postgres_app_login", "postgres", "neither the app role nor its twin"),
+    ("postgres_app_login_previous", "rpa_engine_b", "not one of the two app logins"),
     ("postgres_superuser_password", "CHANGE-ME-0123456789", "the example placeholder"),
     ("redis_password", "tooshort", "too short"),
     ("redis_maxmemory_policy", "allkeys-lru", "would evict Celery's broker keys"),
