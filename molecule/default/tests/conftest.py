@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -129,6 +130,13 @@ def demo_vault() -> dict:
 def secret(name: str) -> str:
     """A demo/Molecule secret from the demo vault, by role variable name (redis_password, app_jwt_secret...)."""
     return str(demo_vault()[VAULT_KEYS.get(name, f"vault_{name}")])
+
+
+def redis_cmd(*args: str) -> str:
+    """A shell command: redis-cli in the Redis container, logged in as its health check is (client.auth)."""
+    inner = ('REDISCLI_AUTH="$(cat /usr/local/etc/redis/client.auth)" redis-cli '
+             + " ".join(shlex.quote(a) for a in args))
+    return "docker exec rpa-engine-redis-1 sh -c " + shlex.quote(inner)
 
 
 def app_login() -> str:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import (app_login, container, executed_tasks, put_file, run_site, secret, ssh_argv, ssh_run,
+from conftest import (app_login, container, redis_cmd, executed_tasks, put_file, run_site, secret, ssh_argv, ssh_run,
                       wait_healthy)
 
 APP = ["backend", "celery-worker", "celery-beat", "flower", "frontend", "deployer"]
@@ -168,7 +168,7 @@ def test_the_rate_limiter_counts_in_redis_with_a_ttl(host):
     assert codes == [200] * 5 + [429] * 2, codes
     _, body = http(host, "GET", "http://127.0.0.1:8000/api/limited")
     ttl = int(host.check_output(
-        f"docker exec rpa-engine-redis-1 redis-cli ttl {shlex.quote(body['key'])}"))
+        redis_cmd("ttl", body["key"])))
     assert 0 < ttl <= 120, ttl
 
 

@@ -11,7 +11,7 @@ from datetime import datetime
 
 import pytest
 
-from conftest import run_playbook, run_site
+from conftest import redis_cmd, run_playbook, run_site
 
 BROKEN = "molecule/default/tests/files/broken_redis.yml"
 TASK = "Apply the broken definition through the gate."
@@ -38,8 +38,7 @@ def redis(host) -> dict:
 
 
 def redis_cli(host, *args: str) -> str:
-    return host.check_output(
-        "docker exec rpa-engine-redis-1 redis-cli " + " ".join(args)).strip()
+    return host.check_output(redis_cmd(*args)).strip()
 
 
 @pytest.fixture

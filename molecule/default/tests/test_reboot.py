@@ -6,7 +6,7 @@ import json
 import subprocess
 import time
 
-from conftest import ssh_argv
+from conftest import redis_cmd, ssh_argv
 
 
 COMPOSE = ("docker compose --project-directory /opt/rpa-engine -f /opt/rpa-engine/docker-compose.yml "
@@ -21,7 +21,7 @@ def remote(server: dict, command: str) -> subprocess.CompletedProcess:
 def test_every_service_is_healthy_within_120_s_of_a_restart(host, server):
     services = host.check_output(f"{COMPOSE} config --services").split()
     assert len(services) >= 10, services
-    host.check_output("docker exec rpa-engine-redis-1 redis-cli set rpa-test:reboot survived")
+    host.check_output(redis_cmd("set", "rpa-test:reboot", "survived"))
     # A reload before the restart: it must not keep the service down afterwards
     # (`docker kill --signal` would have marked it as stopped by hand).
     host.check_output("docker exec rpa-engine-prometheus-1 sh -c 'kill -HUP 1'")
@@ -44,8 +44,8 @@ def test_every_service_is_healthy_within_120_s_of_a_restart(host, server):
     assert set(states.values()) == {"healthy"} and len(states) == len(services), \
         f"after {took:.0f}s: {states}"
 
-    res = remote(server, "docker exec rpa-engine-redis-1 redis-cli get rpa-test:reboot")
+    res = remote(server, redis_cmd("get", "rpa-test:reboot"))
     assert res.stdout.strip() == "survived", res.stdout + res.stderr
-    remote(server, "docker exec rpa-engine-redis-1 redis-cli del rpa-test:reboot")
+    remote(server, redis_cmd("del", "rpa-test:reboot"))
     for unit in ("docker", "rpa-firewall", "rpa-compose-watchdog", "rpa-backup.timer", "caddy"):
         assert remote(server, f"systemctl is-active {unit}").stdout.strip() == "active", unit
