@@ -157,10 +157,15 @@ from ansible.module_utils.rpa_compose import (
     changed_env_keys,
     check_fragment_name,
     container_state,
+    cached_hashes,
     merge_fragments,
     parse_config_hashes,
+    parse_image_ls,
+    project_digest,
     recreated_services,
     render_env,
+    render_hash_cache,
+    settled,
     would_recreate,
 )
 
@@ -192,6 +197,8 @@ class Project(object):
         self.env_file = os.path.join(self.dir, ".env")
         self.frag_file = os.path.join(self.dir, "compose.d", self.fragment + ".yml")
         self.env_frag_file = os.path.join(self.dir, "env.d", self.fragment + ".json")
+        # Compose's config hash of every service, for the files they came from.
+        self.hash_cache = os.path.join(self.dir, ".config-hashes.json")
 
     # ---------------------------------------------------------------- files
     def load_fragments(self, sub, ext, loader):
@@ -272,6 +279,14 @@ class Project(object):
     def logs(self, container_id, lines=25):
         rc, out, err = self.m.run_command(["docker", "logs", "--tail", str(lines), container_id])
         return (out + err).strip()
+
+    def image_ids(self):
+        """{reference: image id} of every image on the host, from one listing."""
+        rc, out, err = self.m.run_command(["docker", "image", "ls", "--no-trunc", "--digests",
+                                           "--format", "{{json .}}"])
+        if rc != 0:
+            raise CommandFailed(["docker", "image", "ls"], rc, out, err)
+        return parse_image_ls(out)
 
     def image_id(self, ref):
         rc, out, err = self.m.run_command(["docker", "image", "inspect", "--format", "{{.Id}}", ref])
@@ -370,6 +385,24 @@ def main():
     result = dict(changed=False, files_changed=files_changed, env_changed=env_changed,
                   recreated=[], started=[], services={}, diff=diff)
 
+    # Nothing to write and nothing Compose would do: answered from `docker inspect` and the
+    # config hashes cached for these very files, without running Compose at all.
+    if not files_changed:
+        hashes = cached_hashes(read(project.hash_cache),
+                               project_digest(old[project.compose_file], old[project.env_file]))
+        if hashes is not None:
+            try:
+                before = project.containers(services)
+                image_ids = project.image_ids() if before else {}
+            except CommandFailed as exc:
+                module.fail_json(msg="rpa_compose: could not observe the project: %s" % exc.err.strip(),
+                                 cmd=" ".join(exc.cmd), rc=exc.rc, stdout=exc.out, stderr=exc.err, **result)
+            if settled(services, before, hashes, image_ids):
+                result["services"] = summary(before)
+                if module.check_mode:
+                    result["would_recreate"] = []
+                module.exit_json(**result)
+
     # Validate the candidate project before it can replace anything live.
     workdir = tempfile.mkdtemp(prefix="rpa_compose.")
     try:
@@ -383,7 +416,8 @@ def main():
             module.fail_json(msg="rpa_compose: the merged project with fragment %s is not valid Compose; "
                                  "nothing was changed. %s" % (p["fragment"], exc.err.strip()),
                              cmd=" ".join(exc.cmd), rc=exc.rc, stdout=exc.out, stderr=exc.err, **result)
-        candidate_hashes = dict((s, h) for s, h in parse_config_hashes(out).items() if s in services)
+        all_hashes = parse_config_hashes(out)
+        candidate_hashes = dict((s, h) for s, h in all_hashes.items() if s in services)
     finally:
         for name in os.listdir(workdir):
             os.unlink(os.path.join(workdir, name))
@@ -416,6 +450,8 @@ def main():
         ok, message, states = False, "docker compose up failed: %s" % ("\n".join(errors[-5:]) or err[-2000:]), {}
 
     if ok:
+        project.write({project.hash_cache: (render_hash_cache(
+            project_digest(files[project.compose_file][0], files[project.env_file][0]), all_hashes), 0o600)})
         after_ids = dict((s, st["id"]) for s, st in states.items())
         result["recreated"] = recreated_services(dict((s, st["id"]) for s, st in before.items()), after_ids)
         result["started"] = sorted(s for s in services if s in before and s not in result["recreated"]

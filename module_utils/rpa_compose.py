@@ -18,6 +18,7 @@ rules between releases, see docker/compose#10913, #11002, #11741).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
@@ -219,6 +220,91 @@ class Gate(object):
 def recreated_services(before, after):
     """Services whose container is new: {service: container id} before vs after ``up``."""
     return sorted(s for s, cid in after.items() if before.get(s) != cid)
+
+
+def project_digest(compose_text, env_text):
+    """What the cached config hashes were computed from: the live docker-compose.yml and .env."""
+    digest = hashlib.sha256()
+    for text in (compose_text or "", env_text or ""):
+        digest.update(text.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def cached_hashes(cache_text, digest):
+    """``{service: config hash}`` from the cache file when it describes these project files, else None.
+
+    Compose's config hashes are what ``up`` compares with each container's
+    ``com.docker.compose.config-hash`` label. Computing them costs a Compose
+    run; caching them next to the files they came from lets an unchanged
+    project be checked with ``docker inspect`` alone.
+    """
+    try:
+        cache = json.loads(cache_text or "")
+    except ValueError:
+        return None
+    if not isinstance(cache, dict) or cache.get("digest") != digest or not isinstance(cache.get("hashes"), dict):
+        return None
+    return cache["hashes"]
+
+
+def render_hash_cache(digest, hashes):
+    return json.dumps({"digest": digest, "hashes": hashes}, sort_keys=True, indent=2) + "\n"
+
+
+def normalize_image_ref(ref):
+    """A reference as ``docker image ls`` spells it: Docker Hub's prefixes dropped, ``:latest`` made explicit."""
+    ref = ref or ""
+    for prefix in ("docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"):
+        if ref.startswith(prefix):
+            ref = ref[len(prefix):]
+            break
+    if "@" in ref:
+        return ref
+    name, _, tag = ref.rpartition(":")
+    if not name or "/" in tag:  # no tag, or the colon was a registry's port
+        return ref + ":latest"
+    return ref
+
+
+def parse_image_ls(text):
+    """``docker image ls --no-trunc --digests --format '{{json .}}'``: ``{reference: image id}``.
+
+    One line per tag (and per digest); both spellings of a reference map to the image it names now.
+    """
+    ids = {}
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        obj = json.loads(line)
+        repo, image_id = obj.get("Repository", ""), obj.get("ID", "")
+        if not repo or repo == "<none>" or not image_id:
+            continue
+        if obj.get("Tag") and obj["Tag"] != "<none>":
+            ids[repo + ":" + obj["Tag"]] = image_id
+        if obj.get("Digest") and obj["Digest"] != "<none>":
+            ids[repo + "@" + obj["Digest"]] = image_id
+    return ids
+
+
+def settled(services, states, hashes, image_ids):
+    """True when ``up`` would leave every service as it is and the gate would pass at once.
+
+    Each service has a running container that is healthy (or has no health
+    check), whose config hash is the project's, and whose image is the one its
+    reference names now (a re-pointed tag makes Compose recreate). Anything
+    else takes the full path: up, gate, rollback.
+    """
+    for service in services:
+        st = states.get(service)
+        if st is None or st["status"] != "running" or st["restarting"] or st["health"] not in (None, "healthy"):
+            return False
+        if not st["config_hash"] or hashes.get(service) != st["config_hash"]:
+            return False
+        if not st["image_id"] or image_ids.get(normalize_image_ref(st["image_ref"])) != st["image_id"]:
+            return False
+    return True
 
 
 def would_recreate(running_hashes, candidate_hashes):

@@ -160,3 +160,70 @@ def test_changed_env_keys_names_keys_never_values():
 def test_fragment_names_are_checked(name):
     with pytest.raises(rc.ComposeError):
         rc.check_fragment_name(name)
+
+
+# ------------------------------------------------------ the no-change path
+def test_image_ls_of_docker_26_maps_every_tag_to_its_image():
+    ids = rc.parse_image_ls((FIX / "image_ls_26.1.ndjson").read_text())
+    assert ids["rpa-testbed/redis:latest"] == "sha256:2163cad93ca92d3a348abe7bf69ae5baa59ab5ff6ea46edeae5b54b6dd2fe6f7"
+    assert len(ids) == 8
+    assert all(i.startswith("sha256:") and len(i) == 71 for i in ids.values())
+    assert not any("<none>" in ref for ref in ids)
+    pulled = json.dumps({"Repository": "postgres", "Tag": "17.2-bookworm", "ID": "sha256:" + "a" * 64,
+                         "Digest": "sha256:" + "b" * 64})
+    assert rc.parse_image_ls(pulled) == {"postgres:17.2-bookworm": "sha256:" + "a" * 64,
+                                         "postgres@sha256:" + "b" * 64: "sha256:" + "a" * 64}
+
+
+@pytest.mark.parametrize(("ref", "listed"), [
+    ("redis", "redis:latest"),
+    ("docker.io/library/redis:8.0.2", "redis:8.0.2"),
+    ("docker.io/grafana/grafana:11.3.1", "grafana/grafana:11.3.1"),
+    ("registry.example.com:5000/rpa/backend", "registry.example.com:5000/rpa/backend:latest"),
+    ("registry.example.com:5000/rpa/backend:1.4", "registry.example.com:5000/rpa/backend:1.4"),
+    ("quay.io/prometheuscommunity/postgres-exporter@sha256:" + "c" * 64,
+     "quay.io/prometheuscommunity/postgres-exporter@sha256:" + "c" * 64),
+])
+def test_references_are_spelled_as_the_image_listing_spells_them(ref, listed):
+    assert rc.normalize_image_ref(ref) == listed
+
+
+def test_cached_hashes_only_for_the_files_they_came_from():
+    digest = rc.project_digest("services: {}\n", "A='1'\n")
+    cache = rc.render_hash_cache(digest, {"redis": "h1"})
+    assert rc.cached_hashes(cache, digest) == {"redis": "h1"}
+    assert rc.cached_hashes(cache, rc.project_digest("services: {}\n", "A='2'\n")) is None
+    # The two files are kept apart: moving a byte from one to the other is a change.
+    assert rc.project_digest("ab", "c") != rc.project_digest("a", "bc")
+    assert rc.cached_hashes(None, digest) is None
+    assert rc.cached_hashes("not json", digest) is None
+    assert rc.cached_hashes('{"digest": "%s"}' % digest, digest) is None
+
+
+def settled_case(**changes):
+    healthy = state("healthy")
+    live = dict(healthy, **changes)
+    return rc.settled(["redis"], {"redis": live}, {"redis": healthy["config_hash"]},
+                      {"rpa-testbed/redis:latest": healthy["image_id"]})
+
+
+def test_a_running_healthy_container_with_the_projects_hash_and_image_is_settled():
+    assert settled_case() is True
+    assert rc.settled(["x"], {"x": state("nohealth")}, {"x": state("nohealth")["config_hash"]},
+                      {rc.normalize_image_ref(state("nohealth")["image_ref"]): state("nohealth")["image_id"]})
+
+
+@pytest.mark.parametrize("changes", [
+    {"status": "exited"}, {"restarting": True}, {"health": "starting"}, {"health": "unhealthy"},
+    {"config_hash": "0" * 64}, {"config_hash": ""}, {"image_id": "sha256:" + "f" * 64},
+    {"image_ref": "rpa-testbed/redis:8.0"},
+], ids=str)
+def test_anything_else_takes_the_full_path(changes):
+    assert settled_case(**changes) is False
+
+
+def test_a_missing_container_or_hash_is_not_settled():
+    healthy = state("healthy")
+    images = {"rpa-testbed/redis:latest": healthy["image_id"]}
+    assert rc.settled(["redis"], {}, {"redis": healthy["config_hash"]}, images) is False
+    assert rc.settled(["redis"], {"redis": healthy}, {}, images) is False
