@@ -91,6 +91,21 @@ def rpa_string_list(value) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
 
 
+_PRINTABLE_NO_SPACE = re.compile(r"^[\x21-\x7e]+$")
+
+
+def rpa_secret(value, min_length=16) -> bool:
+    """A secret that fits a Compose .env literally: a string of min_length+ characters, no single quote or
+    newline, and not the examples' ``CHANGE-ME`` placeholder."""
+    return (isinstance(value, str) and len(value) >= min_length and "'" not in value and "\n" not in value
+            and "\r" not in value and "CHANGE-ME" not in value)
+
+
+def rpa_db_password(value) -> bool:
+    """A database password: a secret (16+) of printable ASCII without spaces, as libpq URLs and SCRAM take it."""
+    return rpa_secret(value, 16) and bool(_PRINTABLE_NO_SPACE.match(value))
+
+
 class TestModule:
     """Ansible entry point."""
 
@@ -107,4 +122,6 @@ class TestModule:
             "rpa_image_ref": rpa_image_ref,
             "rpa_git_url": rpa_git_url,
             "rpa_string_list": rpa_string_list,
+            "rpa_secret": rpa_secret,
+            "rpa_db_password": rpa_db_password,
         }

@@ -102,3 +102,20 @@ def test_string_list(value, ok):
 def test_every_validator_is_registered():
     tests = v.TestModule().tests()
     assert set(tests) == {name for name in dir(v) if name.startswith("rpa_")}
+
+
+@pytest.mark.parametrize(("value", "min_length", "ok"), [
+    ("a" * 16, 16, True), ("a" * 15, 16, False), ("x" * 31, 32, False), ("x y" * 8, 16, True),
+    ("it's-a-long-enough-secret", 16, False), ("line\nbreak-long-enough-secret", 16, False),
+    ("CHANGE-ME-0123456789abcdef", 16, False), (1234567890123456789, 16, False), (None, 16, False),
+])
+def test_secret(value, min_length, ok):
+    assert v.rpa_secret(value, min_length) is ok
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ("Aa1!" * 4, True), ("with space in it ok?", False), ("ünïcödé-password-long", False), ("short", False),
+    ("CHANGE-ME-0123456789", False), ("quote'inside-the-password", False),
+])
+def test_db_password(value, ok):
+    assert v.rpa_db_password(value) is ok

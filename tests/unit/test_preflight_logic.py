@@ -1,0 +1,76 @@
+"""The roles' preflight helpers: rpa_checks (action plugin) and rpa_preflight_facts' pure logic.
+
+The calendar answers are systemd 257's (Debian 13), captured in the test
+bed's server image with `systemd-analyze calendar`.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from types import SimpleNamespace
+
+import pytest
+
+import rpa_checks
+import rpa_preflight as rp
+
+VALID = ("  Original form: *-*-* 03:15:00\nNormalized form: *-*-* 03:15:00\n"
+         "    Next elapse: Tue 2026-12-01 03:15:00 UTC\n       From now: 19h left\n")
+INVALID = "Failed to parse calendar specification 'every day at three': Invalid argument\n"
+
+
+# ------------------------------------------------------------------ rpa_checks
+def test_every_failed_check_is_reported_in_order_and_passed_ones_are_not():
+    checks = [{"that": False, "msg": "a_var is bad."}, {"that": True, "msg": "b_var is fine."},
+              {"that": False, "msg": "c_var   is\n  bad too."}]
+    assert rpa_checks.failures(checks) == ["a_var is bad.", "c_var is bad too."]
+    assert rpa_checks.failures([{"that": True, "msg": "x"}]) == []
+
+
+@pytest.mark.parametrize("checks", [
+    [], None, "a string", [{"that": "yes", "msg": "m"}], [{"that": 1, "msg": "m"}], [{"that": True}],
+    [{"msg": "m"}], [{"that": True, "msg": "m", "extra": 1}], ["not a mapping"],
+])
+def test_a_malformed_check_is_a_bug_not_a_pass(checks):
+    with pytest.raises(ValueError):
+        rpa_checks.failures(checks)
+
+
+# --------------------------------------------------------- rpa_preflight_facts
+def test_calendar_verdicts_from_systemd_257():
+    assert rp.calendar_verdict(0, VALID, "") == {"valid": True, "normalized": "*-*-* 03:15:00", "error": ""}
+    verdict = rp.calendar_verdict(1, "", INVALID)
+    assert verdict["valid"] is False
+    assert verdict["error"] == "Failed to parse calendar specification 'every day at three': Invalid argument"
+    assert rp.calendar_verdict(1, "", "")["error"] == "rejected (exit code 1)"
+
+
+def test_the_nearest_existing_ancestor_decides(tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert rp.nearest_existing(str(tmp_path / "a" / "b")) == str(tmp_path)
+    assert rp.nearest_existing(str(tmp_path / "file" / "sub")) == str(tmp_path / "file")
+    assert rp.nearest_existing("/") == "/"
+
+
+def test_dir_verdicts(tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert rp.dir_verdict(str(tmp_path / "new" / "dir"))["problem"] == ""
+    assert rp.dir_verdict(str(tmp_path / "file" / "dir"))["problem"] == "not a directory"
+    read_only = SimpleNamespace(f_flag=os.ST_RDONLY)
+    verdict = rp.dir_verdict(str(tmp_path / "x"), statvfs=lambda _: read_only)
+    assert (verdict["read_only"], verdict["problem"]) == (True, "on a read-only file system")
+    verdict = rp.dir_verdict(str(tmp_path / "x"), access=lambda *_: False)
+    assert verdict["problem"] == "not writable"
+
+
+def test_user_verdicts(tmp_path):
+    entry = SimpleNamespace(pw_dir=str(tmp_path), pw_uid=1234)
+    (tmp_path / "keys").write_text("ssh-ed25519 AAAA test\n")
+    verdict = rp.user_verdict(entry, os.stat(tmp_path / "keys"))
+    assert verdict == {"exists": True, "home": str(tmp_path), "uid": 1234,
+                       "authorized_keys": str(tmp_path / ".ssh" / "authorized_keys"), "authorized_keys_size": 22}
+    assert rp.user_verdict(entry, None)["authorized_keys_size"] == -1
+    assert rp.user_verdict(entry, os.stat(tmp_path))["authorized_keys_size"] == -1  # a directory is no key file
+    assert rp.user_verdict(None, None)["exists"] is False
+    assert rp.user_verdict(pwd.getpwuid(0), None)["home"] == pwd.getpwuid(0).pw_dir
