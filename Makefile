@@ -12,10 +12,13 @@ export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR := 0
 export RPA_TESTBED_DIR := $(CURDIR)/.testbed
-# The demo inventory's own vault (tools/demo_vault.py); production runs pass
-# their own --vault-id.
+# The demo inventory's own vault (tools/demo_vault.py); Molecule has its own
+# (.cache/molecule, made afresh by `make molecule`), so `make test` never
+# changes the demo's. Production runs pass their own --vault-id.
 DEMO_VAULT_PASS := $(CURDIR)/inventory/demo/.vault-pass
-export ANSIBLE_VAULT_IDENTITY_LIST := demo@$(DEMO_VAULT_PASS)
+DEMO_VAULT_ID := demo@$(DEMO_VAULT_PASS)
+MOLECULE_VAULT_ID := molecule@$(CURDIR)/.cache/molecule/vault-pass
+export ANSIBLE_VAULT_IDENTITY_LIST := $(DEMO_VAULT_ID)
 TESTBED := python3 $(CURDIR)/testbed/testbed.py
 REPORTS := $(CURDIR)/.cache/reports
 
@@ -78,9 +81,10 @@ unit: venv demo-vault
 	mkdir -p $(REPORTS)
 	pytest tests/unit --junitxml=$(REPORTS)/unit.xml
 
-molecule: venv testbed demo-vault
+molecule: venv testbed
 	mkdir -p $(REPORTS)
-	molecule test --all
+	python3 tools/demo_vault.py --molecule
+	ANSIBLE_VAULT_IDENTITY_LIST=$(MOLECULE_VAULT_ID) molecule test --all
 
 test: lint unit molecule
 	python3 tools/test_summary.py $(REPORTS)/*.xml

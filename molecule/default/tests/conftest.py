@@ -78,8 +78,9 @@ def run_playbook(playbook: str, *args: str, check_json: bool = True,
     human=True keeps ansible.cfg's own output (what an operator sees) instead.
     """
     inventory = inventory_path()
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    env.setdefault("ANSIBLE_VAULT_IDENTITY_LIST", f"demo@{DEMO_VAULT_PASS}")
+    vault_id, pass_file = vault_identity()
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_VAULT_IDENTITY_LIST=f"{vault_id}@{pass_file}")
     if not human:
         # The json callback replaces profile_tasks, whose report would corrupt the JSON on stdout.
         env.update(ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
@@ -113,23 +114,43 @@ def executed_tasks(data: dict, host: str) -> list[dict]:
     return out
 
 
-DEMO_VAULT = ROOT / "inventory" / "demo" / "group_vars" / "all" / "vault.yml"
+# The vault of the inventory under test: Molecule's own (tools/demo_vault.py --molecule, made afresh by
+# `make molecule`) or, for `make verify-demo`, the demo's. Tests rotate its secrets.
+MOLECULE_VAULT_PASS = ROOT / ".cache" / "molecule" / "vault-pass"
 DEMO_VAULT_PASS = ROOT / "inventory" / "demo" / ".vault-pass"
-# Test names of the secrets -> their keys in the demo vault.
+# Test names of the secrets -> their keys in the vault.
 VAULT_KEYS = {"app_jwt_secret": "vault_jwt_secret", "app_deploy_token": "vault_deploy_token",
               "app_flower_password": "vault_flower_password"}
 
 
-def demo_vault() -> dict:
-    """The demo vault's values, decrypted on the controller (tools/demo_vault.py made it)."""
+def vault_identity() -> tuple[str, Path]:
+    """(vault id, password file) of the inventory under test."""
+    if os.environ.get("MOLECULE_INSTANCE_CONFIG"):
+        return "molecule", MOLECULE_VAULT_PASS
+    return "demo", DEMO_VAULT_PASS
+
+
+def vault_file() -> Path:
+    """The vault of the inventory under test (through Molecule's group_vars link)."""
+    return (inventory_path() / "group_vars" / "all" / "vault.yml").resolve()
+
+
+def rotation_file() -> Path:
+    """The rotation records next to the vault (playbooks/rotate-secrets.yml writes them)."""
+    return vault_file().parent / "rotation.yml"
+
+
+def vault() -> dict:
+    """The vault's values, decrypted on the controller."""
     from ansible.parsing.vault import VaultLib, VaultSecret
-    lib = VaultLib([("demo", VaultSecret(DEMO_VAULT_PASS.read_bytes().strip()))])
-    return yaml.safe_load(lib.decrypt(DEMO_VAULT.read_bytes()).decode()) or {}
+    vault_id, pass_file = vault_identity()
+    lib = VaultLib([(vault_id, VaultSecret(pass_file.read_bytes().strip()))])
+    return yaml.safe_load(lib.decrypt(vault_file().read_bytes()).decode()) or {}
 
 
 def secret(name: str) -> str:
-    """A demo/Molecule secret from the demo vault, by role variable name (redis_password, app_jwt_secret...)."""
-    return str(demo_vault()[VAULT_KEYS.get(name, f"vault_{name}")])
+    """A secret from the vault under test, by role variable name (redis_password, app_jwt_secret...)."""
+    return str(vault()[VAULT_KEYS.get(name, f"vault_{name}")])
 
 
 def redis_cmd(*args: str) -> str:
@@ -141,7 +162,7 @@ def redis_cmd(*args: str) -> str:
 
 def app_login() -> str:
     """The Postgres login the app uses now: the vault records it after a rotation."""
-    return str(demo_vault().get("vault_postgres_app_login", "rpa_engine"))
+    return str(vault().get("vault_postgres_app_login", "rpa_engine"))
 
 
 CLIENT_ENV_DIR = "/root/.rpa-test"

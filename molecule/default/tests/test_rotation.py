@@ -1,7 +1,7 @@
 """Secret rotation (playbooks/rotate-secrets.yml) on the running stack.
 
-The vault is the demo inventory's own (tools/demo_vault.py), decrypted on the
-controller by conftest.demo_vault(). Traffic goes through Caddy's published
+The vault is the inventory's own (Molecule's, or the demo's for make verify-demo),
+decrypted on the controller by conftest.vault(). Traffic goes through Caddy's published
 HTTPS port, as a browser's would.
 """
 
@@ -17,9 +17,8 @@ import time
 import pytest
 import yaml
 
-from conftest import DEMO_VAULT, ROOT, app_login, demo_vault, run_playbook, run_site, ssh_argv
+from conftest import ROOT, app_login, rotation_file, run_playbook, run_site, ssh_argv, vault, vault_file
 
-ROTATION_FILE = DEMO_VAULT.parent / "rotation.yml"
 # bench/zero_downtime's load generator (a script without .py, loaded by path).
 _LOADER = importlib.machinery.SourceFileLoader("zero_downtime", str(ROOT / "bench" / "zero_downtime"))
 ZERO_DOWNTIME = importlib.util.module_from_spec(importlib.util.spec_from_loader("zero_downtime", _LOADER))
@@ -115,15 +114,15 @@ def other_login(login: str) -> str:
 
 def end_grace(name: str) -> None:
     """What the clock would do one token lifetime later: the window in rotation.yml is over."""
-    data = yaml.safe_load(ROTATION_FILE.read_text())
+    data = yaml.safe_load(rotation_file().read_text())
     data["rpa_secret_rotation"][name]["previous_until"] = int(time.time()) - 1
-    ROTATION_FILE.write_text("---\n" + yaml.safe_dump(data))
+    rotation_file().write_text("---\n" + yaml.safe_dump(data))
 
 
 @pytest.mark.parametrize("step", ["set", "test"])
 def test_a_failure_rolls_back_and_leaves_the_vault_unchanged(host, server, step):
-    before = {"vault": digest(DEMO_VAULT), "rotation": digest(ROTATION_FILE)}
-    vault_before = demo_vault()
+    before = {"vault": digest(vault_file()), "rotation": digest(rotation_file())}
+    vault_before = vault()
     key_before = vault_before["vault_jwt_secret"]
     login = app_login()
     issued = token(host)
@@ -134,8 +133,8 @@ def test_a_failure_rolls_back_and_leaves_the_vault_unchanged(host, server, step)
     # Failed where the switch said, not earlier: the set step (or the test step) really ran.
     injected = f'failed at "Fail on purpose after the {step} step (tests only)."'
     assert any(injected in r.get("msg", "") and "vault is unchanged" in r.get("msg", "") for r in failed), failed
-    assert {"vault": digest(DEMO_VAULT), "rotation": digest(ROTATION_FILE)} == before
-    assert demo_vault()["vault_jwt_secret"] == key_before
+    assert {"vault": digest(vault_file()), "rotation": digest(rotation_file())} == before
+    assert vault()["vault_jwt_secret"] == key_before
     # The stack is back on the vault's key: a token from before is valid, and not as "previous".
     status, body = call(host, "GET", "/api/me", issued)
     assert (status, body.get("previous_key")) == (200, False), (status, body)
@@ -152,7 +151,7 @@ def test_a_failure_rolls_back_and_leaves_the_vault_unchanged(host, server, step)
 
 
 def test_jwt_rotation_serves_every_request_and_honours_old_tokens(host, server):
-    old_key = demo_vault()["vault_jwt_secret"]
+    old_key = vault()["vault_jwt_secret"]
     issued = token(host)
     with ZERO_DOWNTIME.Load(published_https(server), clients=4) as load:
         ZERO_DOWNTIME.wait_sent(load, 50)
@@ -163,13 +162,13 @@ def test_jwt_rotation_serves_every_request_and_honours_old_tokens(host, server):
     assert sent_during >= 200, f"too little traffic to judge: {sent_during}"
     assert (load.non_2xx, load.errors) == (0, 0), (load.sent, load.codes, load.errors)
     # The vault on the controller holds the new key, and the old one as previous.
-    vault = demo_vault()
-    assert vault["vault_jwt_secret"] != old_key and len(vault["vault_jwt_secret"]) == 48
-    assert vault["vault_jwt_secret_previous"] == old_key
+    v = vault()
+    assert v["vault_jwt_secret"] != old_key and len(v["vault_jwt_secret"]) == 48
+    assert v["vault_jwt_secret_previous"] == old_key
     # Only the name is reported, never the value.
     report = json.dumps(data)
     assert "Rotated vault_jwt_secret" in report
-    assert vault["vault_jwt_secret"] not in report and old_key not in report
+    assert v["vault_jwt_secret"] not in report and old_key not in report
     # Within the grace window: the old token still works (as previous), a new one works.
     status, body = call(host, "GET", "/api/me", issued)
     assert (status, body.get("sub"), body.get("previous_key")) == (200, "tester", True), (status, body)
@@ -188,10 +187,10 @@ def test_jwt_rotation_serves_every_request_and_honours_old_tokens(host, server):
 
 
 def test_deploy_token_rotation_keeps_an_overlap(host, server):
-    old = demo_vault()["vault_deploy_token"]
+    old = vault()["vault_deploy_token"]
     proc, _ = run_playbook("playbooks/rotate-secrets.yml", "-e", json.dumps({"rpa_rotate": ["deploy_token"]}))
     assert proc.returncode == 0, proc.stdout[-3000:]
-    new = demo_vault()["vault_deploy_token"]
+    new = vault()["vault_deploy_token"]
     assert new != old
     # 403: the token was accepted and the unknown service refused; 401: the token was refused.
     assert call(host, "POST", "/deploy/rpa-test-probe", new, port=9000)[0] == 403
@@ -204,24 +203,24 @@ def test_deploy_token_rotation_keeps_an_overlap(host, server):
 
 
 def test_flower_password_rotation_refuses_the_old_one_at_once(host):
-    old = demo_vault()["vault_flower_password"]
+    old = vault()["vault_flower_password"]
     proc, _ = run_playbook("playbooks/rotate-secrets.yml", "-e", json.dumps({"rpa_rotate": ["flower_password"]}))
     assert proc.returncode == 0, proc.stdout[-3000:]
-    vault = demo_vault()
-    assert vault["vault_flower_password"] != old and "vault_flower_password_previous" not in vault
+    v = vault()
+    assert v["vault_flower_password"] != old and "vault_flower_password_previous" not in v
 
-    assert basic_auth_code(host, "http://127.0.0.1:5555/api/workers", "admin", vault["vault_flower_password"]) == "200"
+    assert basic_auth_code(host, "http://127.0.0.1:5555/api/workers", "admin", v["vault_flower_password"]) == "200"
     assert basic_auth_code(host, "http://127.0.0.1:5555/api/workers", "admin", old) == "401"
 
 
 def test_grafana_admin_password_rotation_refuses_the_old_one_without_a_restart(host, server):
-    old = demo_vault()["vault_grafana_admin_password"]
+    old = vault()["vault_grafana_admin_password"]
     started = host.check_output("docker inspect -f '{{.State.StartedAt}}' rpa-engine-grafana-1")
     proc, _ = run_playbook("playbooks/rotate-secrets.yml", "-e", json.dumps({"rpa_rotate": ["grafana_admin_password"]}))
     assert proc.returncode == 0, proc.stdout[-3000:]
-    vault = demo_vault()
-    new = vault["vault_grafana_admin_password"]
-    assert new != old and "vault_grafana_admin_password_previous" not in vault
+    v = vault()
+    new = v["vault_grafana_admin_password"]
+    assert new != old and "vault_grafana_admin_password_previous" not in v
     assert basic_auth_code(host, "http://127.0.0.1:3001/api/user", "admin", new) == "200"
     assert basic_auth_code(host, "http://127.0.0.1:3001/api/user", "admin", old) == "401"
     # Set in Grafana's own database: Grafana kept running.
@@ -231,12 +230,12 @@ def test_grafana_admin_password_rotation_refuses_the_old_one_without_a_restart(h
 
 
 def test_redis_password_rotation_serves_every_request_then_refuses_the_old_one(host, server):
-    old = demo_vault()["vault_redis_password"]
+    old = vault()["vault_redis_password"]
     started = host.check_output("docker inspect -f '{{.State.StartedAt}}' rpa-engine-redis-1")
     # /api/beat reads Redis, /api/items Postgres: the backend's Redis clients move mid-load.
     data = rotate_under_load(server, "redis_password", ("/api/beat", "/api/items"))
-    new = demo_vault()["vault_redis_password"]
-    assert new != old and len(new) == 32 and "vault_redis_password_previous" not in demo_vault()
+    new = vault()["vault_redis_password"]
+    assert new != old and len(new) == 32 and "vault_redis_password_previous" not in vault()
     assert "Rotated vault_redis_password" in json.dumps(data)
     assert new not in json.dumps(data) and old not in json.dumps(data)
     assert redis_auth(server, new) == "OK\nPONG"
@@ -253,12 +252,12 @@ def test_redis_password_rotation_serves_every_request_then_refuses_the_old_one(h
 
 
 def test_postgres_password_rotation_serves_every_request_and_alternates_logins(host, server):
-    old, login = demo_vault()["vault_postgres_app_password"], app_login()
+    old, login = vault()["vault_postgres_app_password"], app_login()
     data = rotate_under_load(server, "postgres_app_password", ("/api/items",))
-    vault = demo_vault()
-    new, new_login = vault["vault_postgres_app_password"], vault["vault_postgres_app_login"]
+    v = vault()
+    new, new_login = v["vault_postgres_app_password"], v["vault_postgres_app_login"]
     assert new != old and len(new) == 32 and new_login == other_login(login)
-    assert "vault_postgres_app_password_previous" not in vault
+    assert "vault_postgres_app_password_previous" not in v
     assert new not in json.dumps(data) and old not in json.dumps(data)
     # New accepted, through PgBouncer and straight to Postgres; both act as the owner role.
     for via in (("pgbouncer", "6432"), ("postgres", "5432")):
@@ -272,32 +271,32 @@ def test_postgres_password_rotation_serves_every_request_and_alternates_logins(h
     # The next rotation moves back to the first login.
     proc, _ = run_playbook("playbooks/rotate-secrets.yml", "-e", json.dumps({"rpa_rotate": ["postgres_app_password"]}))
     assert proc.returncode == 0, proc.stdout[-3000:]
-    vault = demo_vault()
-    assert vault["vault_postgres_app_login"] == login and vault["vault_postgres_app_password"] not in (old, new)
-    assert pg_login(server, login, vault["vault_postgres_app_password"]) == (0, "rpa_engine")
+    v = vault()
+    assert v["vault_postgres_app_login"] == login and v["vault_postgres_app_password"] not in (old, new)
+    assert pg_login(server, login, v["vault_postgres_app_password"]) == (0, "rpa_engine")
     assert pg_login(server, new_login, new, ("postgres", "5432"))[0] != 0
 
 
 def test_a_supplied_value_is_used_and_never_printed_at_vvv(host):
     supplied = "Fake-Supplied-Jwt-Key-" + hashlib.sha256(str(time.time()).encode()).hexdigest()[:26]
     names = ("jwt_secret", "redis_password", "postgres_app_password")
-    before = demo_vault()
+    before = vault()
     proc, _ = rotate("-e", json.dumps({"rpa_rotation_values": {"jwt_secret": supplied}}), verbose=True, names=names)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     assert len(output) > 10000  # -vvv really was verbose
-    after = demo_vault()
+    after = vault()
     assert after["vault_jwt_secret"] == supplied
     keys = ("vault_jwt_secret", "vault_redis_password", "vault_postgres_app_password")
     assert all(after[k] != before[k] for k in keys)
-    leaked = [f"{k} ({when})" for k in keys for when, vault in (("old", before), ("new", after)) if vault[k] in output]
+    leaked = [f"{k} ({when})" for k in keys for when, v in (("old", before), ("new", after)) if v[k] in output]
     assert not leaked, leaked
 
 
 def test_unknown_secret_is_refused_before_anything_changes():
-    before = digest(DEMO_VAULT)
+    before = digest(vault_file())
     proc, data = run_playbook("playbooks/rotate-secrets.yml", "-e", json.dumps({"rpa_rotate": ["root_password"]}))
     assert proc.returncode != 0
     assert "rpa_rotate" in proc.stdout and '"jwt_secret"' in proc.stdout.replace("\\", "")
     assert data["stats"] and all(s["changed"] == 0 for s in data["stats"].values())
-    assert digest(DEMO_VAULT) == before
+    assert digest(vault_file()) == before
