@@ -71,13 +71,13 @@ def run_site(*args: str, check_json: bool = True, human: bool = False) -> tuple[
     return run_playbook("site.yml", *args, check_json=check_json, human=human)
 
 
-def run_playbook(playbook: str, *args: str, check_json: bool = True,
-                 human: bool = False) -> tuple[subprocess.CompletedProcess, dict]:
+def run_playbook(playbook: str, *args: str, check_json: bool = True, human: bool = False,
+                 inventory: Path | None = None, env_extra: dict | None = None) -> tuple[subprocess.CompletedProcess, dict]:
     """Run a playbook (path relative to the project root) with JSON output.
 
     human=True keeps ansible.cfg's own output (what an operator sees) instead.
     """
-    inventory = inventory_path()
+    inventory = inventory or inventory_path()
     vault_id, pass_file = vault_identity()
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_VAULT_IDENTITY_LIST=f"{vault_id}@{pass_file}")
@@ -85,11 +85,33 @@ def run_playbook(playbook: str, *args: str, check_json: bool = True,
         # The json callback replaces profile_tasks, whose report would corrupt the JSON on stdout.
         env.update(ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
                    ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.json")
+    env.update(env_extra or {})
     proc = subprocess.run([shutil.which("ansible-playbook") or "ansible-playbook", playbook,
                            "-i", str(inventory), *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     data = json.loads(proc.stdout) if check_json and not human else {}
     return proc, data
+
+
+def alias_inventory(directory: Path, aliases: dict[str, dict]) -> Path:
+    """An inventory whose hosts are all the server under test, each alias with host vars of its own.
+
+    One ansible-playbook run then tries many inputs at once: every alias is
+    a host of its own to Ansible (its own facts, its own failure), while the
+    group_vars are those of the inventory under test.
+    """
+    inst = instance_config()[0]
+    connection = {"ansible_host": "127.0.0.1", "ansible_port": inst["port"], "ansible_user": "root",
+                  "ansible_ssh_private_key_file": str(inst["identity_file"]),
+                  "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+                                             "-o LogLevel=ERROR"}
+    directory.mkdir(parents=True, exist_ok=True)
+    hosts = {name: {**connection, **host_vars} for name, host_vars in aliases.items()}
+    (directory / "hosts.yml").write_text(yaml.safe_dump({"rpa_engine": {"hosts": hosts}}, sort_keys=False))
+    link = directory / "group_vars"
+    if not link.exists():
+        link.symlink_to((inventory_path() / "group_vars").resolve())
+    return directory / "hosts.yml"
 
 
 def message(res: dict) -> str:

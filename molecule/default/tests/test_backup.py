@@ -257,19 +257,3 @@ def test_offsite_copy_with_restic(host, server, probe_table):
     assert not host.file("/etc/rpa-engine/restic-password").exists
     assert start_unit(host, "rpa-backup.service").rc == 0
     assert "rpa_backup_offsite_success" not in metrics(host)
-
-
-def test_a_backup_dir_on_a_read_only_file_system_is_refused_before_any_change(host, server):
-    mount = "/mnt/rpa-read-only"
-    host.check_output(f"mkdir -p {mount} && mount -t tmpfs -o ro,size=1m rpa-ro {mount}")
-    try:
-        marker = host.check_output("date +%s")
-        proc, data = run_site("-e", json.dumps({"backup_dir": f"{mount}/backups"}))
-        assert proc.returncode != 0
-        failed = [t for t in executed_tasks(data, server["name"]) if t["failed"]]
-        assert failed[0]["play"] == "Check the input of every role before anything changes.", failed
-        assert "backup_dir" in failed[0]["msg"] and "read-only" in failed[0]["msg"], failed[0]["msg"]
-        assert data["stats"][server["name"]]["changed"] == 0
-        assert host.check_output(f"find /etc/rpa-engine /etc/systemd/system -newermt @{marker}") == ""
-    finally:
-        host.run(f"umount {mount} && rmdir {mount}")

@@ -1,20 +1,21 @@
 """Bad input is refused before anything changes on the server.
 
-Each case runs the real site.yml against the converged server with one bad
-value.  It must fail in the preflight play, with a message naming the
-variable, with no task reporting a change - and the server's configuration
-directories must not have been touched by any of the runs.
+Every case is one host alias of the server under test with one bad value
+(conftest.alias_inventory), and ONE run of the real site.yml tries them
+all: each alias must fail in the preflight play, with a message naming the
+variable, with no task reporting a change - and no file under the server's
+configuration directories may be newer than the run.
 """
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from conftest import executed_tasks, run_site
+from conftest import alias_inventory, executed_tasks, run_playbook
 
 PREFLIGHT_PLAY = "Check the input of every role before anything changes."
+READ_ONLY = "/mnt/rpa-read-only"
+KEYLESS_USER = "rpa-keytest"
 
 CASES = [
     # (variable, bad value, why it is bad)
@@ -44,6 +45,7 @@ CASES = [
     ("postgres_app_login_previous", "rpa_engine_b", "not one of the two app logins"),
     ("postgres_superuser_password", "CHANGE-ME-0123456789", "the example placeholder"),
     ("redis_password", "tooshort", "too short"),
+    ("redis_password_previous", "short-previous", "a rotation's previous password that is too short"),
     ("redis_maxmemory_policy", "allkeys-lru", "would evict Celery's broker keys"),
     ("redis_memory_limit", "384MB", "not a Docker memory size"),
     ("backup_schedule", "every day at three", "not a systemd OnCalendar expression"),
@@ -51,6 +53,7 @@ CASES = [
     ("backup_dir", "backups", "a relative path"),
     ("backup_dir", "/proc/rpa-backups", "a virtual file system"),
     ("backup_dir", "/etc/hostname/rpa-backups", "cannot be created: a file is in the way"),
+    ("backup_dir", f"{READ_ONLY}/backups", "on a read-only file system"),
     ("monitoring_retention_time", "15 days", "not a Prometheus duration"),
     ("monitoring_retention_size", "2G", "not a Prometheus size"),
     ("monitoring_scrape_interval", "1s", "below 5 s"),
@@ -74,31 +77,62 @@ CASES = [
     ("app_jwt_secret", "short", "too short"),
     ("app_deployer_allowed_services", ["deployer"], "would redeploy itself"),
     ("app_backend_port", 70000, "port out of range"),
+    ("app_backend_port", 3000, "the frontend's port"),
     ("app_memory_limits", {"backend": "1 GB"}, "not a Docker memory size"),
+    # Not a variable: the connecting user's key lives only in ~/.ssh/authorized_keys2 (sshd reads it,
+    # so the login works), and the role switches password logins off - the preflight must see no
+    # authorized_keys and stop before the hardening could strand that user.
+    ("authorized_keys", {"ansible_user": KEYLESS_USER}, "the connecting user has no authorized_keys file"),
 ]
 
 
+def alias(index: int) -> str:
+    return f"bad-{index:02d}"
+
+
 @pytest.fixture(scope="module")
-def untouched(host):
-    """Fail if any preflight run changed the server's configuration."""
+def preflight_run(host, server, tmp_path_factory):
+    """Every case at once: one site.yml run over one alias per case; then nothing on the server is newer."""
+    host.check_output(f"mkdir -p {READ_ONLY} && mount -t tmpfs -o ro,size=1m rpa-ro {READ_ONLY}")
+    # A sudoer whose key sshd accepts from authorized_keys2 only (root's key, copied).
+    host.check_output(
+        f"id {KEYLESS_USER} >/dev/null 2>&1 || useradd -m -s /bin/bash {KEYLESS_USER}; "
+        f"install -d -m 700 -o {KEYLESS_USER} -g {KEYLESS_USER} /home/{KEYLESS_USER}/.ssh && "
+        f"install -m 600 -o {KEYLESS_USER} -g {KEYLESS_USER} /root/.ssh/authorized_keys "
+        f"/home/{KEYLESS_USER}/.ssh/authorized_keys2 && rm -f /home/{KEYLESS_USER}/.ssh/authorized_keys && "
+        f"echo '{KEYLESS_USER} ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/{KEYLESS_USER} && "
+        f"chmod 440 /etc/sudoers.d/{KEYLESS_USER}")
     host.check_output("touch /var/tmp/rpa-preflight-marker && sleep 1")
-    yield
-    changed = host.check_output(
-        "find /etc /opt /usr/local /root/.ssh -newer /var/tmp/rpa-preflight-marker -print")
-    host.run("rm -f /var/tmp/rpa-preflight-marker")
+    aliases = {}
+    for index, (variable, value, _why) in enumerate(CASES):
+        aliases[alias(index)] = value if variable == "authorized_keys" else {variable: value}
+    inventory = alias_inventory(tmp_path_factory.mktemp("preflight"), aliases)
+    try:
+        proc, data = run_playbook("site.yml", inventory=inventory)
+        changed = host.check_output(
+            "find /etc /opt /usr/local /root/.ssh -newer /var/tmp/rpa-preflight-marker -print")
+    finally:
+        host.run(f"umount {READ_ONLY} && rmdir {READ_ONLY}")
+        host.run(f"userdel -r {KEYLESS_USER}; rm -f /etc/sudoers.d/{KEYLESS_USER} /var/tmp/rpa-preflight-marker")
+    yield proc, data, changed
+
+
+def test_no_file_on_the_server_changed(preflight_run):
+    proc, data, changed = preflight_run
+    assert proc.returncode != 0, "site.yml passed although every host had a bad value"
     assert changed == "", f"files changed by runs that should have stopped in preflight:\n{changed}"
 
 
-@pytest.mark.parametrize(("variable", "value", "why"), CASES,
+@pytest.mark.parametrize(("index", "variable", "value", "why"), [(i, *case) for i, case in enumerate(CASES)],
                          ids=[f"{c[0]}={c[1]!r}" for c in CASES])
-def test_bad_value_fails_in_preflight(server, untouched, variable, value, why):
-    proc, data = run_site("-e", json.dumps({variable: value}))
-    assert proc.returncode != 0, f"{variable}={value!r} ({why}) was accepted"
-    tasks = executed_tasks(data, server["name"])
+def test_bad_value_fails_in_preflight(preflight_run, index, variable, value, why):
+    _proc, data, _changed = preflight_run
+    name = alias(index)
+    tasks = executed_tasks(data, name)
     failed = [t for t in tasks if t["failed"]]
-    assert failed, proc.stdout[-2000:]
+    assert failed, f"{variable}={value!r} ({why}) was accepted: {[t['task'] for t in tasks][-5:]}"
     first = failed[0]
     assert first["play"] == PREFLIGHT_PLAY, first
     assert variable in first["msg"], first["msg"]
     assert not any(t["changed"] for t in tasks), [t for t in tasks if t["changed"]]
-    assert data["stats"][server["name"]]["changed"] == 0
+    assert data["stats"][name]["changed"] == 0
