@@ -51,18 +51,13 @@ SECRETS = {
     "vault_flower_password": 32,
     "vault_caddy_grafana_password": 32,
 }
-# Where a demo from before the vault kept each value (password lookups).
-LEGACY = {
-    "vault_postgres_app_password": "postgres_app_password",
-    "vault_postgres_superuser_password": "postgres_superuser_password",
-    "vault_postgres_monitor_password": "postgres_monitor_password",
-    "vault_redis_password": "redis_password",
-    "vault_grafana_admin_password": "grafana_admin_password",
-    "vault_jwt_secret": "app_jwt_secret",
-    "vault_deploy_token": "app_deploy_token",
-    "vault_flower_password": "app_flower_password",
-    "vault_caddy_grafana_password": "caddy_grafana_password",
-}
+# Where a demo from before the vault kept each value (password lookups): the role
+# variable's name, app_ for the application's secrets.
+APP_SECRETS = {"vault_jwt_secret", "vault_deploy_token", "vault_flower_password"}
+
+
+def legacy_name(name: str) -> str:
+    return ("app_" if name in APP_SECRETS else "") + name.removeprefix("vault_")
 
 
 def vault_lib(pass_file: Path, vault_id: str) -> VaultLib:
@@ -81,7 +76,7 @@ def molecule_vars() -> None:
 
 def legacy_value(name: str) -> str | None:
     base = Path(os.environ.get("RPA_TESTBED_DIR") or ROOT / ".testbed")
-    path = base / "secrets" / LEGACY[name]
+    path = base / "secrets" / legacy_name(name)
     if path.exists():
         # The password lookup stores "value salt=..." for some formats.
         value = path.read_text().split()

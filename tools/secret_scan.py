@@ -9,13 +9,20 @@ Rules:
               with $ANSIBLE_VAULT;
   private-key a PEM/OpenSSH private key block
   cloud-key   AWS access key ids, GitHub and Slack tokens
-  password    a YAML/INI/env key named like a secret (password, secret, token, api_key,
-              private_key) with a literal value: not empty, not a Jinja expression, not a
-              vault_* lookup, not an obvious placeholder (CHANGE-ME, example, dummy)
+  password    a key named like a secret (password, secret, token, api_key, private_key)
+              given a literal value:
+              - YAML, env, INI, templates, Markdown: any value that is not empty, not a
+                Jinja expression or ${VAR}, not a vault_* reference and not a placeholder -
+                a bare word is a literal there (`db_password: correcthorsebatterystaple`);
+              - Python: a quoted string assigned or passed to such a name
+                (`password = "..."`, `password="..."`, `"password": "..."`); an unquoted
+                name is code, not a value;
   scram       a SCRAM-SHA-256 verifier (it allows an offline attack on the password)
 
-A line that carries `secret-scan: allow` (with the reason) is skipped: for
-published test vectors, say.
+What passes as a value: placeholders that start with CHANGE-ME (the examples' convention)
+or are <in angle brackets>, and the fake values listed in ALLOWED below - an explicit list,
+so a real secret that happens to contain a word like "example" is still caught. A line
+that carries `secret-scan: allow` (with the reason) is skipped too.
 """
 
 from __future__ import annotations
@@ -26,53 +33,82 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PLACEHOLDER = re.compile(r"change-?me|example|dummy|placeholder|not-the-password|wrong-password|<[^>]+>", re.I)
+# Values the tests and documents use on purpose: obviously fake, never a credential anywhere.
+ALLOWED = frozenset({
+    "not-the-password-0123456789",       # a wrong password the tests expect to be refused
+    "wrong-password-0123456789",
+    "not-the-deploy-token-at-all",
+    "not-the-token",
+    "changed-behind-our-back-0123456789",  # a drift the postgres role must set back
+    "short-pass", "tooshort", "short", "short-previous",  # bad input the preflight must refuse
+    "CHANGE-ME-0123456789",
+    "correct horse battery staple",      # the password of published SCRAM / bcrypt test vectors
+    "a$b{c}",                            # .env quoting in the compose unit tests
+    "Fake-New-Key-0123456789abcdefghij", "Fake-Old-Key-0123456789",  # vault rewrite unit tests
+})
+PLACEHOLDER = re.compile(r"^(CHANGE-ME|<[^>]+>$)")
 RULES = [
     ("private-key", re.compile(r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")),
     ("cloud-key", re.compile(r"\b(?:AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36,}|xox[baprs]-[A-Za-z0-9-]{10,})\b")),
     ("scram", re.compile(r"SCRAM-SHA-256\$\d+:[A-Za-z0-9+/]{16,}={0,2}\$[A-Za-z0-9+/]{40,}")),
 ]
-SECRET_KEY = re.compile(
-    r"""^\s*(?:-\s*)?["']?(?P<key>[A-Za-z0-9_.-]*(?:password|passwd|secret|token|api_key|apikey|private_key)[A-Za-z0-9_]*)["']?"""
-    r"""\s*[:=]\s*(?P<value>.*?)\s*$""", re.I)
+_NAME = r"[A-Za-z0-9_.-]*(?:password|passwd|secret|token|api_key|apikey|private_key)[A-Za-z0-9_]*"
+# key: value / KEY=value / key = value, optionally quoted key, optionally a YAML list item.
+SECRET_KEY = re.compile(rf"""^\s*(?:-\s*)?["']?(?P<key>{_NAME})["']?\s*[:=]\s*(?P<value>.*?)\s*$""", re.I)
+# Python: name = "x", name="x" (keyword argument), "name": "x" (dict) - quoted values only.
+PY_SECRET = re.compile(rf"""(?P<key>\b{_NAME})["']?\s*[:=]\s*(?P<quote>["'])(?P<value>[^"'\n]*)(?P=quote)""", re.I)
+# Keys that name a setting about a secret, not the secret.
+SETTING = re.compile(r"_(file|path|dir|encryption|length|policy|type|method|mode|name|key_path|overlap)$", re.I)
+NOT_A_VALUE = {">-", "|", ">", "|-", "null", "~", "{}", "[]", "true", "false", "none", "..."}
+MARKUP = {".md", ".rst"}
+DATA = {".yml", ".yaml", ".ini", ".env", ".cfg", ".j2", ".conf", ".json", ".txt", ".toml", ""}
+
+
+def is_placeholder(value: str) -> bool:
+    return value in ALLOWED or bool(PLACEHOLDER.match(value))
+
+
+def literal_value(key: str, value: str) -> bool:
+    """Whether value, given to key, is a literal secret."""
+    value = value.split(" #")[0].strip().strip(",").strip("\"'`")
+    if not value or value.lower() in NOT_A_VALUE or SETTING.search(key):
+        return False
+    if "{{" in value or "${" in value or value.startswith(("vault_", "$", "lookup(", "/")):
+        return False
+    return not is_placeholder(value)
 
 
 def literal_secret(line: str) -> str | None:
+    """The key given a literal secret on this YAML/env/INI/Markdown line, or None."""
     match = SECRET_KEY.match(line)
-    if not match:
-        return None
-    value = match.group("value").split(" #")[0].strip().strip("\"'")
-    if not value or value in {">-", "|", ">", "|-", "null", "~", "{}", "[]", "true", "false"}:
-        return None
-    if re.search(r"_(file|path|dir|encryption|length|policy|type|method|mode)$", match.group("key"), re.I):
-        return None  # settings about a secret, not the secret
-    if value.startswith("/"):
-        return None  # a path
-    if "{{" in value or "${" in value or value.startswith(("vault_", "$", "lookup(", "(")) or PLACEHOLDER.search(value):
-        return None
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*(\(.*\))?", value) and not re.search(r"\d", value):
-        return None  # another variable's or setting's name, not a value
-    if len(value) < 8:
-        return None
-    return match.group("key")
+    if match and literal_value(match.group("key"), match.group("value")):
+        return match.group("key")
+    return None
+
+
+def python_secrets(line: str) -> list[str]:
+    """Keys given a quoted literal secret on this line of Python."""
+    return [m.group("key") for m in PY_SECRET.finditer(line) if literal_value(m.group("key"), m.group("value"))]
 
 
 def scan_text(path: str, text: str) -> list[str]:
     problems = []
-    name = Path(path).name
+    name, suffix = Path(path).name, Path(path).suffix
     if re.fullmatch(r"vault[^/]*\.ya?ml", name) and not text.startswith("$ANSIBLE_VAULT;"):
         problems.append(f"{path}: vault file is not encrypted (ansible-vault encrypt {path})")
-    code_like = Path(path).suffix in {".yml", ".yaml", ".ini", ".env", ".cfg", ".j2", ".conf", ".json", ".txt", ""}
     for number, line in enumerate(text.splitlines(), 1):
         if "secret-scan: allow" in line:
             continue
         for rule, pattern in RULES:
             if pattern.search(line):
                 problems.append(f"{path}:{number}: {rule}")
-        if code_like:
-            key = literal_secret(line)
-            if key:
-                problems.append(f"{path}:{number}: password: literal value for {key}")
+        if suffix == ".py":
+            keys = python_secrets(line)
+        elif suffix in DATA or suffix in MARKUP:
+            keys = [key for key in [literal_secret(line)] if key]
+        else:
+            keys = []
+        problems += [f"{path}:{number}: password: literal value for {key}" for key in keys]
     return problems
 
 
