@@ -46,15 +46,15 @@ def tls_context(version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
 
 
 def request(port: int, path: str, tls: bool = True, method: str = "GET",
-            auth: tuple[str, str] | None = None) -> tuple[int, dict, bytes]:
-    """(status, lower-cased headers, body) of one HTTP/1.1 request to 127.0.0.1:port."""
+            auth: tuple[str, str] | None = None, name: str = NAME) -> tuple[int, dict, bytes]:
+    """(status, lower-cased headers, body) of one HTTP/1.1 request to 127.0.0.1:port for site `name`."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=15)
-    sock = tls_context().wrap_socket(raw, server_hostname=NAME) if tls else raw
+    sock = tls_context().wrap_socket(raw, server_hostname=name) if tls else raw
     extra = ""
     if auth:
         extra = "Authorization: Basic " + base64.b64encode(":".join(auth).encode()).decode() + "\r\n"
     with sock:
-        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: {NAME}\r\nConnection: close\r\n"
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n"
                      f"Accept-Encoding: identity\r\n{extra}\r\n".encode())
         data = b""
         while chunk := sock.recv(65536):
@@ -74,19 +74,24 @@ def request(port: int, path: str, tls: bool = True, method: str = "GET",
     return int(lines[0].split()[1]), headers, body
 
 
-@pytest.mark.parametrize(("path", "service"), [
-    ("/api/health", "backend"), ("/api/items", "backend"), ("/deploy/health", "deployer"),
-    ("/", "frontend"), ("/some/spa/route", "frontend"),
+def answered_by(status: int, headers: dict, body: bytes) -> str:
+    """Which service gave this answer: the backend and deployer name themselves in JSON, the
+    frontend in a header and in every body, 404s included (molecule/default/refapp)."""
+    if headers.get("x-served-by") == "frontend" and b"served-by: frontend" in body:
+        return "frontend"
+    try:
+        return json.loads(body)["service"]
+    except (ValueError, KeyError, TypeError):
+        return f"nobody known ({status}: {body[:80]!r})"
+
+
+@pytest.mark.parametrize(("path", "service", "status"), [
+    ("/api/health", "backend", 200), ("/api/items", "backend", 200), ("/deploy/health", "deployer", 200),
+    ("/", "frontend", 200), ("/some/spa/route", "frontend", 200), ("/missing-asset.js", "frontend", 404),
 ])
-def test_each_route_reaches_its_service(ports, path, service):
-    status, _, body = request(ports["https"], path)
-    if service == "frontend":
-        # The SPA's files; an unknown path is the frontend's own 404, not another service's.
-        assert b"served-by: frontend" in body or status == 404, (status, body[:200])
-        assert b'"service"' not in body
-    else:
-        assert status == 200, body[:300]
-        assert json.loads(body)["service"] == service
+def test_each_route_reaches_its_service(ports, path, service, status):
+    answer = request(ports["https"], path)
+    assert (answer[0], answered_by(*answer)) == (status, service), answer[2][:300]
 
 
 @pytest.mark.parametrize(("path", "service"), [
@@ -128,25 +133,37 @@ def test_the_websocket_upgrades_and_echoes_through_caddy(ports):
 
 def test_http_redirects_to_https(ports):
     status, headers, _ = request(ports["http"], "/api/health", tls=False)
-    assert status in (301, 308), status
+    # 308: the method and body are kept (a POST stays a POST), as the README says.
+    assert status == 308, status
     assert headers["location"] == f"https://{NAME}/api/health"
+
+
+def compressed_with(port: int, accept: str) -> bytes:
+    """The Content-Encoding Caddy picks for a large response when the client accepts `accept`."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=15)
+    with tls_context().wrap_socket(raw, server_hostname=NAME) as sock:
+        # Large enough for Caddy to compress (its minimum is 512 bytes).
+        sock.sendall(f"GET /api/openapi.json HTTP/1.1\r\nHost: {NAME}\r\nAccept-Encoding: {accept}\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        head = sock.recv(65536).split(b"\r\n\r\n")[0].lower()
+    for line in head.split(b"\r\n"):
+        if line.startswith(b"content-encoding:"):
+            return line.split(b":", 1)[1].strip()
+    return b"identity"
 
 
 def test_security_headers_and_compression(ports):
     status, headers, _ = request(ports["https"], "/")
     assert status == 200
-    assert headers["strict-transport-security"].startswith("max-age=31536000")
+    assert headers["strict-transport-security"] == "max-age=31536000; includeSubDomains"
     assert headers["x-content-type-options"] == "nosniff"
     assert headers["x-frame-options"] == "DENY"
     assert headers["referrer-policy"] == "strict-origin-when-cross-origin"
     assert "server" not in headers
-    raw = socket.create_connection(("127.0.0.1", ports["https"]), timeout=15)
-    with tls_context().wrap_socket(raw, server_hostname=NAME) as sock:
-        # Large enough for Caddy to compress (its minimum is 512 bytes).
-        sock.sendall(f"GET /api/openapi.json HTTP/1.1\r\nHost: {NAME}\r\nAccept-Encoding: gzip\r\n"
-                     "Connection: close\r\n\r\n".encode())
-        head = sock.recv(65536).split(b"\r\n\r\n")[0].lower()
-    assert b"content-encoding: gzip" in head, head
+    # zstd first when the client takes both, gzip for the others, nothing for identity.
+    assert compressed_with(ports["https"], "zstd, gzip") == b"zstd"
+    assert compressed_with(ports["https"], "gzip") == b"gzip"
+    assert compressed_with(ports["https"], "identity") == b"identity"
 
 
 def handshake(port: int, version: ssl.TLSVersion) -> str:
@@ -185,19 +202,67 @@ def test_a_broken_caddyfile_never_reaches_the_running_caddy(host, server, ports)
     assert request(ports["https"], "/api/health")[0] == 200
 
 
-def test_an_inventory_snippet_adds_a_route(host, server, ports):
-    snippet = "handle /rpa-test-snippet {\n\trespond \"from the inventory\" 200\n}"
-    try:
-        proc, _ = run_site("--tags", "caddy", "-e", json.dumps({"caddy_extra_site_config": snippet}))
-        assert proc.returncode == 0, proc.stdout[-2000:]
-        status, _, body = request(ports["https"], "/rpa-test-snippet")
-        assert (status, body) == (200, b"from the inventory")
-    finally:
-        proc, data = run_site("--tags", "caddy")
-    assert proc.returncode == 0
-    # The route is gone with the snippet: the path falls through to the frontend (its own 404).
-    status, _, body = request(ports["https"], "/rpa-test-snippet")
-    assert (status, body == b"from the inventory") == (404, False), (status, body[:200])
+SNIPPET = "handle /rpa-test-snippet {\n\trespond \"from the inventory\" 200\n}"
+EXTRA_SITE = "http://extra.localhost {\n\trespond \"from an extra site\" 200\n}"
+
+
+@pytest.fixture(scope="module")
+def inventory_additions(host, server, ports, tmp_path_factory):
+    """One caddy run with everything the inventory can add or change at once: a snippet in the main
+    site, a whole extra site, the Grafana route's login set to Grafana's own admin login (so that a
+    leaked Authorization header would get in), and a 1 MiB access log that rotates."""
+    extra = tmp_path_factory.mktemp("caddy") / "extra.json"
+    extra.write_text(json.dumps({
+        "caddy_extra_site_config": SNIPPET, "caddy_extra_sites": [EXTRA_SITE],
+        "caddy_grafana_user": "admin", "caddy_grafana_password": secret("grafana_admin_password"),
+        "caddy_access_log_roll_size": "1MiB", "caddy_access_log_roll_keep": 2}))
+    extra.chmod(0o600)
+    state = {"restored": False}
+    proc, _ = run_site("--tags", "caddy", "-e", f"@{extra}")
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    yield state
+    if not state["restored"]:
+        run_site("--tags", "caddy")
+
+
+def test_an_inventory_snippet_adds_a_route(inventory_additions, ports):
+    assert request(ports["https"], "/rpa-test-snippet")[::2] == (200, b"from the inventory")
+
+
+def test_an_inventory_site_block_is_served(inventory_additions, ports):
+    assert request(ports["http"], "/", tls=False, name="extra.localhost")[::2] == (200, b"from an extra site")
+
+
+def test_grafana_route_does_not_pass_its_login_on_to_grafana(host, inventory_additions, ports):
+    """Even when Caddy's login IS a Grafana login, Grafana never sees it: its API still says 401."""
+    admin = ("admin", secret("grafana_admin_password"))
+    # The same login, straight to Grafana inside the server, is accepted: it is a real Grafana login.
+    assert basic_auth_status(host, "http://127.0.0.1:3001/api/user", *admin) == 200
+    status, _, body = request(ports["https"], "/grafana/api/health", auth=admin)
+    assert status == 200 and json.loads(body)["database"] == "ok", (status, body)  # Caddy let us in
+    status, _, body = request(ports["https"], "/grafana/api/user", auth=admin)
+    assert status == 401, (status, body)
+
+
+def test_the_access_log_rotates_at_its_size(host, inventory_additions, ports):
+    """1 MiB of JSON access log (about 350 requests with a 3 KB query string) rolls over, keeping 2."""
+    padding = "x" * 3000
+    # curl's [1-800] makes 800 requests over one kept-alive connection: about 2.4 MB of log lines.
+    host.check_output(f"curl -sk -o /dev/null --resolve {NAME}:443:127.0.0.1 "
+                      f"'https://{NAME}/api/health?pad={padding}&n=[1-800]'")
+    rotated = host.check_output("ls /var/log/caddy/ | grep -E '^access-.*\\.log$' || true").split()
+    assert 1 <= len(rotated) <= 2, rotated
+    assert host.file("/var/log/caddy/access.log").size <= 1024 * 1024 + 8192
+
+
+def test_inventory_additions_go_with_the_inventory(inventory_additions, ports):
+    proc, _ = run_site("--tags", "caddy")
+    inventory_additions["restored"] = True
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    # The snippet's path is a client-side route of the frontend again; the extra site is gone.
+    answer = request(ports["https"], "/rpa-test-snippet")
+    assert (answer[0], answered_by(*answer)) == (200, "frontend"), answer[2][:200]
+    assert request(ports["http"], "/", tls=False, name="extra.localhost")[2] != b"from an extra site"
 
 
 def test_zero_failed_requests_while_the_backend_is_recreated(server, ports):
@@ -224,10 +289,13 @@ def test_grafana_route_needs_the_basic_auth_password(ports):
     assert (status, headers.get("location")) == (308, "/grafana/"), (status, headers)
 
 
-def test_grafana_route_still_needs_grafana_own_login(ports):
-    """Caddy's credentials are not passed on: Grafana's API answers only its own login."""
-    status, _, body = request(ports["https"], "/grafana/api/datasources", auth=("ops", secret("caddy_grafana_password")))
-    assert status == 401, (status, body)
+def basic_auth_status(host, url: str, user: str, password: str) -> int:
+    """An HTTP status from inside the server; the login in a 0600 curl config, not on a command line."""
+    host.run("install -d -m 0700 /root/.rpa-test")
+    host.run(f"umask 077; printf 'user = \"{user}:%s\"\\n' '{password}' > /root/.rpa-test/basic.curl")
+    code = host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' -K /root/.rpa-test/basic.curl {url}")
+    host.run("rm -f /root/.rpa-test/basic.curl")
+    return int(code)
 
 
 def test_caddyfile_holds_a_bcrypt_hash_not_the_password(host):
