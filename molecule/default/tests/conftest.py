@@ -66,6 +66,19 @@ def probe_tcp(address: str, port: int, timeout: float = 2.0) -> str:
         return "filtered"
 
 
+def probe_from_outside(address: str, ports) -> dict[int, str]:
+    """probe_tcp of each port, bracketed by SSH answering before and after.
+
+    A dropped packet and an unreachable server look the same ('filtered'):
+    only a server that answers on 22 in the same breath makes 'filtered'
+    mean "the firewall dropped it".
+    """
+    assert probe_tcp(address, 22) == "open", f"{address} does not answer on 22: the probe would prove nothing"
+    states = {port: probe_tcp(address, port) for port in ports}
+    assert probe_tcp(address, 22) == "open", f"{address} stopped answering on 22 during the probe"
+    return states
+
+
 def run_site(*args: str, check_json: bool = True, human: bool = False) -> tuple[subprocess.CompletedProcess, dict]:
     """Run site.yml from the project root against Molecule's inventory, JSON output."""
     return run_playbook("site.yml", *args, check_json=check_json, human=human)

@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from conftest import TESTBED, probe_tcp
+from conftest import TESTBED, probe_from_outside
 
 ALLOWED = {22, 80, 443}
 PROBE_IMAGE = "rpa-testbed/http-probe:latest"
@@ -58,15 +58,23 @@ def test_firewall_input_policy_is_drop(host):
     assert "hook input priority filter; policy drop;" in table
 
 
+def test_caddy_metrics_port_is_closed_from_outside_while_caddy_listens_on_it(host, server):
+    """Port 2020 (Caddy's metrics) listens on every address; only the firewall keeps the outside away."""
+    listeners = [line.split()[3] for line in host.check_output("ss -Hltn 'sport = :2020'").splitlines()]
+    assert any(not addr.startswith(("127.", "[::1]")) for addr in listeners), listeners
+    assert host.run("curl -fsS -o /dev/null http://127.0.0.1:2020/metrics").rc == 0  # Caddy serves it
+    assert probe_from_outside(server["address"], [443, 2020]) == {443: "open", 2020: "filtered"}
+
+
 def test_exposed_host_port_is_dropped_from_outside(host, server, exposed_listeners):
-    assert probe_tcp(server["address"], 9999) == "filtered"
+    assert probe_from_outside(server["address"], [9999]) == {9999: "filtered"}
     # ...while the same listener still works from inside the server.
     assert host.run("python3 -c \"import urllib.request;"
                     "urllib.request.urlopen('http://127.0.0.1:9999/', timeout=5)\"").rc == 0
 
 
 def test_docker_published_port_is_dropped_unless_allowed(server, exposed_listeners):
-    assert probe_tcp(server["address"], 9998) == "filtered"
+    assert probe_from_outside(server["address"], [9998]) == {9998: "filtered"}
     with urllib.request.urlopen(f"http://{server['address']}:80/", timeout=5) as resp:
         assert resp.status == 200
 
@@ -79,7 +87,7 @@ def test_only_ssh_http_https_answer_from_outside(host, server, exposed_listeners
         if not addr.startswith(("127.", "[::1]")):
             listening.add(int(port))
     assert {9998, 9999} <= listening  # the probes are really there
-    answered = {port for port in sorted(listening | ALLOWED)
-                if probe_tcp(server["address"], port) == "open"}
+    answered = {port for port, state in probe_from_outside(server["address"], sorted(listening | ALLOWED)).items()
+                if state == "open"}
     assert answered <= ALLOWED
     assert 22 in answered
