@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -200,6 +201,10 @@ def app_login() -> str:
     return str(vault().get("vault_postgres_app_login", "rpa_engine"))
 
 
+# How Postgres (and PgBouncer, which speaks for it) refuses a login: the authentication itself failed,
+# not a connection, a timeout or a missing database.
+AUTH_REFUSED = re.compile(r'password authentication failed for user "[a-z_]+"|SASL authentication failed')
+
 CLIENT_ENV_DIR = "/root/.rpa-test"
 
 
@@ -219,9 +224,11 @@ def put_file(server: dict, path: str, content: str) -> None:
     ssh_run(server, f"umask 077 && mkdir -p $(dirname {path}) && cat > {path}", content)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def client_env(server):
-    """Env files (0600, in the server) with the demo credentials for client containers.
+    """Env files (0600, in the server) with the vault's current credentials for client containers.
+
+    Written anew for every test that uses them: a rotation earlier in the run changes the vault.
 
     Sent over SSH's stdin so that no secret is on a command line, in `ps`, or
     in the repr of a failed command that pytest prints.
@@ -233,7 +240,7 @@ def client_env(server):
     for name, content in files.items():
         put_file(server, f"{CLIENT_ENV_DIR}/{name}.env", content)
     yield {name: f"{CLIENT_ENV_DIR}/{name}.env" for name in files}
-    ssh_run(server, f"rm -rf {CLIENT_ENV_DIR}")
+    ssh_run(server, "rm -f " + " ".join(f"{CLIENT_ENV_DIR}/{name}.env" for name in files))
 
 
 def container(host, service: str) -> dict:
