@@ -1,20 +1,39 @@
-"""No secret in plain text: not in Ansible's output at -vvv, not in a file others can read."""
+"""No secret in plain text: not in Ansible's output at -vvv, not in a file others can read.
+
+The file scan (files/find_secrets.py, run inside the server) reads every
+file of the server's file systems, Docker's state and each container's
+writable layer included, and reports which vault secret is in which file,
+with its owner and whether anyone but root or that owner could read it
+(file AND every directory above it). It proves itself first: copies of a
+secret planted where others can read them - /var/lib and /run, which a
+narrower scan would miss - and one behind a root-only directory must come
+back, the first two exposed, the last not.
+"""
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
+
 import pytest
 
-from conftest import put_file, run_site, secret
+from conftest import put_file, run_site, secret, ssh_argv, ssh_run
 
 SECRETS = ["postgres_app_password", "postgres_superuser_password", "postgres_monitor_password", "redis_password",
-           "grafana_admin_password"]
-# The app's and Caddy's secrets too, for the -vvv check (the Grafana route's
-# password never reaches the server: only its bcrypt hash does).
-VERBOSE_SECRETS = SECRETS + ["app_jwt_secret", "app_deploy_token", "app_flower_password", "caddy_grafana_password"]
-SEARCHED = "/opt /etc /var/log /root /home /tmp /srv /usr/local"
+           "grafana_admin_password", "app_jwt_secret", "app_deploy_token", "app_flower_password",
+           "caddy_grafana_password"]
 # Files a service reads inside its container, owned by its uid (mounted read-only).
 SERVICE_FILES = {"/opt/rpa-engine/config/redis/client.auth": 999,
                  "/opt/rpa-engine/config/monitoring/grafana/secrets/admin_password": 472}
+# Where each secret must be found (the scan would prove nothing if it missed these).
+EXPECTED = {"grafana_admin_password": "/opt/rpa-engine/config/monitoring/grafana/secrets/admin_password",
+            "redis_password": "/opt/rpa-engine/.env", "postgres_superuser_password": "/opt/rpa-engine/.env",
+            "postgres_monitor_password": "/opt/rpa-engine/.env", "app_jwt_secret": "/opt/rpa-engine/.env",
+            "app_deploy_token": "/opt/rpa-engine/.env", "app_flower_password": "/opt/rpa-engine/.env"}
+PLANTED = {"/var/lib/rpa-scan-planted/copy": True, "/run/rpa-scan-planted": True,
+           "/root/.rpa-scan-shielded/copy": False}
+SCRIPT = "/root/.rpa-secret-scan/find_secrets.py"
 
 
 def test_no_secret_in_verbose_output():
@@ -22,32 +41,46 @@ def test_no_secret_in_verbose_output():
     assert proc.returncode == 0, proc.stdout[-3000:]
     output = proc.stdout + proc.stderr
     assert len(output) > 10000  # -vvv really was verbose
-    leaked = [name for name in VERBOSE_SECRETS if secret(name) in output]
+    leaked = [name for name in SECRETS if secret(name) in output]
     assert not leaked, f"printed at -vvv: {leaked}"
 
 
-@pytest.mark.parametrize("name", SECRETS)
-def test_secret_is_only_in_root_only_files(host, server, name):
-    # The value goes to grep through a 0600 file, never on a command line.
-    pattern = "/root/.rpa-secret-scan/pattern"
-    put_file(server, pattern, secret(name) + "\n")
+@pytest.fixture(scope="module")
+def scan(server):
+    """One scan of the whole server for every secret, with planted copies as its positive control."""
+    planted_value = secret("redis_password")
+    for path in PLANTED:
+        put_file(server, path, planted_value + "\n")
+    ssh_run(server, "chmod 0755 /var/lib/rpa-scan-planted && chmod 0644 /var/lib/rpa-scan-planted/copy "
+                    "/run/rpa-scan-planted /root/.rpa-scan-shielded/copy && chmod 0700 /root/.rpa-scan-shielded")
+    put_file(server, SCRIPT, (Path(__file__).parent / "files" / "find_secrets.py").read_text())
     try:
-        # Owner and mode in the same command: runc's transient /tmp/runc-process* files
-        # (which carry a docker exec's environment) may vanish before a second look.
-        listing = host.run(f"grep -rlF -f {pattern} {SEARCHED} --exclude-dir=.rpa-secret-scan "
-                           "--exclude-dir=.rpa-test 2>/dev/null | while read -r f; do "
-                           "stat -c '%u %a %n' \"$f\" 2>/dev/null; done").stdout.splitlines()
+        proc = subprocess.run(ssh_argv(server, f"python3 {SCRIPT}"), capture_output=True, text=True, timeout=300,
+                              input=json.dumps({name: secret(name) for name in SECRETS}))
     finally:
-        host.run("rm -rf /root/.rpa-secret-scan")
-    found = []
-    for line in listing:
-        uid, mode, path = line.split(" ", 2)
-        found.append(path)
-        assert int(uid) in (0, SERVICE_FILES.get(path, 0)) and int(mode, 8) & 0o077 == 0, \
-            f"{name} is in {path} (uid {uid}, {mode})"
-    if name == "grafana_admin_password":
-        # Grafana's first-start seed, a file rather than the environment (a rotation restarts nothing).
-        assert "/opt/rpa-engine/config/monitoring/grafana/secrets/admin_password" in found, found
-    elif name != "postgres_app_password":
-        # Interpolated by Compose from .env (the app password only ever reaches the server as a verifier).
-        assert "/opt/rpa-engine/.env" in found, found
+        ssh_run(server, "rm -rf /var/lib/rpa-scan-planted /run/rpa-scan-planted /root/.rpa-scan-shielded "
+                        "/root/.rpa-secret-scan")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["errors"] == [], result["errors"]
+    return result["found"]
+
+
+def test_the_scan_finds_planted_copies_and_tells_exposed_from_shielded(scan):
+    planted = {f["path"]: f["exposed"] for f in scan if f["secret"] == "redis_password" and f["path"] in PLANTED}
+    assert planted == PLANTED, planted
+
+
+@pytest.mark.parametrize("name", SECRETS)
+def test_secret_is_only_in_files_of_root_or_its_service(scan, name):
+    found = [f for f in scan if f["secret"] == name and f["path"] not in PLANTED]
+    for f in found:
+        assert not f["exposed"] and f["uid"] in (0, SERVICE_FILES.get(f["path"], 0)), \
+            f"{name} is in {f['path']} (uid {f['uid']}, mode {f['mode']:o}, exposed: {f['exposed']})"
+    paths = {f["path"] for f in found}
+    if name == "caddy_grafana_password":
+        # Only its bcrypt hash reaches the server.
+        assert paths == set(), paths
+    elif name in EXPECTED:
+        # Interpolated by Compose from .env; Grafana's first-start seed is a file (a rotation restarts nothing).
+        assert EXPECTED[name] in paths, paths
