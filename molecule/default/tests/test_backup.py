@@ -83,7 +83,9 @@ def test_timer_is_scheduled_and_persistent(host):
     show = host.check_output("systemctl show rpa-backup.timer -p TimersCalendar -p Persistent -p RandomizedDelayUSec")
     assert "OnCalendar=*-*-* 03:15:00" in show and "Persistent=yes" in show and "RandomizedDelayUSec=15min" in show
     assert host.service("rpa-backup.timer").is_enabled
-    assert host.service("rpa-backup-drill.timer").is_running
+    drill = host.check_output("systemctl show rpa-backup-drill.timer -p TimersCalendar -p Persistent")
+    assert "OnCalendar=Sun *-*-* 04:30:00" in drill and "Persistent=yes" in drill, drill
+    assert host.service("rpa-backup-drill.timer").is_running and host.service("rpa-backup-drill.timer").is_enabled
 
 
 def test_backup_unit_makes_a_verified_dump_and_the_drill_matches(host, probe_table):
@@ -182,12 +184,19 @@ def test_disk_full_fails_loudly_and_leaves_older_dumps_intact(host, probe_table)
     try:
         host.check_output(f"cp {BACKUP_DIR}/{newest} {tiny}/{older} && "
                           f"sed 's/{newest}/{older}/' {BACKUP_DIR}/{newest}.sha256 > {tiny}/{older}.sha256")
+        # Nine more (tiny) dumps, 2 to 10 days old: past the 7 daily ones a successful run keeps. A run
+        # whose own dump failed must prune none of them.
+        stale = []
+        for days in range(2, 11):
+            name = "rpa_engine-" + host.check_output(f"date -u -d '{days} days ago' +%Y%m%dT%H%M%SZ") + ".dump"
+            host.check_output(f"echo stale > {tiny}/{name} && touch -d '{days} days ago' {tiny}/{name}")
+            stale.append(name)
         res = host.run(f"systemd-run --unit rpa-backup-diskfull --wait --collect --quiet "
                        f"/usr/local/sbin/rpa-backup --backup-dir {tiny} backup")
         assert res.rc != 0, "the backup into a full disk reported success"
         log = journal(host, "rpa-backup-diskfull", "-2min")
         assert "rpa-backup backup FAILED" in log and "no space left on device" in log.lower(), log
-        assert sorted(host.check_output(f"ls -A {tiny}").split()) == [older, f"{older}.sha256"]
+        assert sorted(host.check_output(f"ls -A {tiny}").split()) == sorted([older, f"{older}.sha256", *stale])
         assert host.run(f"cd {tiny} && sha256sum -c {older}.sha256").rc == 0
         m = metrics(host)
         assert m["rpa_backup_last_run_success"] == 0 and m["rpa_backup_last_verify_success"] == 0
@@ -210,17 +219,56 @@ def test_restore_playbook_refuses_without_confirmation(host, server, probe_table
         sql(host, "insert into backup_probe select i, md5(i::text) from generate_series(1, 1000) i")
 
 
+def checksum(host) -> str:
+    return sql(host, "select md5(string_agg(payload, ',' order by id)) from backup_probe")
+
+
 def test_restore_playbook_brings_deleted_rows_back(host, server, probe_table):
     assert start_unit(host, "rpa-backup.service").rc == 0
-    checksum_before = sql(host, "select md5(string_agg(payload, ',' order by id)) from backup_probe")
+    checksum_before = checksum(host)
     sql(host, "delete from backup_probe where id % 3 = 0")
     assert probe_rows(host) < ROWS
     proc, data = run_playbook("playbooks/restore.yml", "-e", "restore_confirm=true")
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert probe_rows(host) == ROWS
-    assert sql(host, "select md5(string_agg(payload, ',' order by id)) from backup_probe") == checksum_before
+    assert checksum(host) == checksum_before
     # Still owned by the application role after --clean.
     assert sql(host, "select tableowner from pg_tables where tablename = 'backup_probe'") == "rpa_engine"
+
+
+def test_a_failed_restore_of_the_dump_given_still_brings_the_writers_back(host, server, probe_table):
+    """restore_dump names an older dump that verifies but cannot be restored (its table's owner is gone),
+    while the newest would restore fine: the run fails at the restore - so it used the dump it was
+    given - changes nothing, and the writers come back healthy through the gate."""
+    ghost = None
+    sql(host, "create role rpa_test_ghost nologin")
+    sql(host, "create table ghost_probe (id int); alter table ghost_probe owner to rpa_test_ghost")
+    try:
+        assert start_unit(host, "rpa-backup.service").rc == 0
+        ghost = dumps(host)[0]
+        sql(host, "drop table ghost_probe")
+        sql(host, "drop role rpa_test_ghost")
+        assert start_unit(host, "rpa-backup.service").rc == 0  # the newest, a good one
+        assert dumps(host)[0] != ghost
+        before = checksum(host)
+        proc, data = run_playbook("playbooks/restore.yml", "-e", "restore_confirm=true", "-e", f"restore_dump={ghost}")
+        assert proc.returncode != 0
+        tasks = executed_tasks(data, server["name"])
+        failed = [t for t in tasks if t["failed"]]
+        assert [t["task"] for t in failed] == ["Restore the dump into the live database."], failed
+        assert "rpa_test_ghost" in failed[0]["msg"] or "rpa_test_ghost" in proc.stdout, failed[0]["msg"]
+        back = [t for t in tasks if t["task"] == "Bring the writers back through the health gate."]
+        assert back and not back[0]["failed"], back
+        for service in ("backend", "celery-worker", "celery-beat"):
+            state = json.loads(host.check_output(f"docker inspect rpa-engine-{service}-1"))[0]["State"]
+            assert (state["Status"], state["Health"]["Status"]) == ("running", "healthy"), (service, state)
+        # --single-transaction: the failed restore changed nothing.
+        assert checksum(host) == before and probe_rows(host) == ROWS
+    finally:
+        if ghost:
+            host.run(f"rm -f {BACKUP_DIR}/{ghost} {BACKUP_DIR}/{ghost}.sha256 {BACKUP_DIR}/{ghost}.counts.json")
+        sql(host, "drop table if exists ghost_probe")
+        sql(host, "drop role if exists rpa_test_ghost")
 
 
 def test_backup_playbook_fetches_a_verified_dump(host, tmp_path, probe_table):
@@ -245,8 +293,12 @@ def test_offsite_copy_with_restic(host, server, probe_table):
         assert host.file("/etc/rpa-engine/restic-password").mode == 0o600
         assert start_unit(host, "rpa-backup.service").rc == 0
         assert metrics(host)["rpa_backup_offsite_success"] == 1
-        files = host.check_output(f"RESTIC_PASSWORD_FILE=/etc/rpa-engine/restic-password restic -r {repo} "
-                                  "ls latest --json | grep -o '\"name\":\"[^\"]*\"'")
+        restic = f"RESTIC_PASSWORD_FILE=/etc/rpa-engine/restic-password restic -r {repo}"
+        # The same retention there: a second backup today leaves one snapshot for today (keep-daily).
+        assert start_unit(host, "rpa-backup.service").rc == 0
+        snapshots = json.loads(host.check_output(f"{restic} snapshots --json"))
+        assert len(snapshots) == 1, [s["time"] for s in snapshots]
+        files = host.check_output(f"{restic} ls latest --json | grep -o '\"name\":\"[^\"]*\"'")
         assert f'"name":"{dumps(host)[0]}"' in files, files
         # Encrypted: the dump's bytes are nowhere in the repository.
         assert host.run(f"grep -rl PGDMP {repo}").rc == 1
