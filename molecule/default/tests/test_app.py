@@ -226,6 +226,18 @@ def test_the_deployer_redeploys_a_service_with_the_right_token(host, headers):
     wait_healthy(host, "frontend", 60)
 
 
+def test_the_deployer_runs_without_capabilities_on_a_read_only_root(host):
+    """It holds the Docker socket: what else it can do is as little as possible (README)."""
+    config = container(host, "deployer")["HostConfig"]
+    assert (config["CapDrop"], config["CapAdd"], config["ReadonlyRootfs"]) == (["ALL"], None, True), config
+    assert "no-new-privileges:true" in config["SecurityOpt"]
+    # What the kernel sees in the running process, and a write that the root file system refuses.
+    assert host.check_output("docker exec rpa-engine-deployer-1 grep CapEff /proc/1/status").split() == \
+        ["CapEff:", "0000000000000000"]
+    res = host.run("docker exec rpa-engine-deployer-1 touch /rpa-test-write")
+    assert res.rc != 0 and "Read-only file system" in res.stderr, res.stderr
+
+
 def test_the_deployer_refuses_a_wrong_token_and_itself(host, headers):
     before = container(host, "backend")["Id"]
     status, body = http(host, "POST", "http://127.0.0.1:9000/deploy/backend", headers["wrong"])
