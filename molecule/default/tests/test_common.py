@@ -6,6 +6,8 @@ import subprocess
 
 import pytest
 
+from conftest import run_playbook
+
 
 def test_timezone_is_utc(host):
     assert host.file("/etc/timezone").content_string.strip() == "UTC"
@@ -69,3 +71,29 @@ def test_password_login_is_refused_but_key_login_works(server):
     key = subprocess.run([*base, "-i", server["key"], "root@127.0.0.1", "true"],
                          capture_output=True, text=True, timeout=30)
     assert key.returncode == 0, key.stderr
+
+
+# Each guarded template task: the live file it protects, and what its validator says of the candidate.
+GUARDED = {
+    "common : Ensure the sshd hardening drop-in is in place and valid.":
+        ("/etc/ssh/sshd_config.d/00-rpa-engine-hardening.conf", "NoSuchDirective"),
+    "common : Ensure the firewall rules are in place and valid.": ("/etc/rpa-firewall.nft", "syntax error"),
+    "docker : Ensure daemon.json sets log rotation and live-restore.": ("/etc/docker/daemon.json", "no-such-daemon-option"),
+}
+
+
+def test_validators_refuse_broken_candidates_and_keep_the_live_files(host, server):
+    """sshd -t, nft -c and dockerd --validate each refuse a broken candidate before it replaces the live file."""
+    before = {path: host.file(path).sha256sum for path, _ in GUARDED.values()}
+    proc, data = run_playbook("molecule/default/tests/files/broken_guards.yml")
+    assert proc.returncode == 0, proc.stdout[-3000:]  # every failure rescued
+    results = {task["task"]["name"]: task["hosts"][server["name"]] for play in data["plays"]
+               for task in play["tasks"] if server["name"] in task["hosts"]}
+    failed = sorted(name for name, res in results.items() if res.get("failed"))
+    assert failed == sorted(GUARDED), failed
+    for task, (path, words) in GUARDED.items():
+        said = " ".join(str(results[task].get(k, "")) for k in ("msg", "stdout", "stderr"))
+        assert "failed to validate" in said and words in said, (task, said[-1000:])
+        assert host.file(path).sha256sum == before[path], f"{path} changed although its candidate was refused"
+    for unit in ("ssh", "rpa-firewall", "docker"):
+        assert host.service(unit).is_running, unit
