@@ -21,13 +21,18 @@ MOLECULE_VAULT_ID := molecule@$(CURDIR)/.cache/molecule/vault-pass
 export ANSIBLE_VAULT_IDENTITY_LIST := $(DEMO_VAULT_ID)
 TESTBED := python3 $(CURDIR)/testbed/testbed.py
 REPORTS := $(CURDIR)/.cache/reports
+# Each phase of `make test` is timed into $(RPA_PHASES); test_summary.py prints the budget table.
+export RPA_PHASES := $(REPORTS)/phases.tsv
+TIMED := python3 $(CURDIR)/tools/timed.py
+# README, "Test budget": the wall-time target of `make test` in minutes.
+TEST_BUDGET_MINUTES := 30
 
 DEMO_NAME := rpa-demo
 DEMO_SSH_PORT := 2222
 DEMO_HTTP_PORT := 8880
 DEMO_HTTPS_PORT := 8443
 
-.PHONY: help venv testbed demo-vault demo verify-demo destroy test lint unit molecule docs bench-noop
+.PHONY: help venv testbed demo-vault demo verify-demo destroy test budget-start lint unit molecule docs bench-noop
 
 help:
 	@echo "make demo     provision a local simulated server with site.yml (re-run to converge again)"
@@ -43,14 +48,12 @@ $(VENV)/.installed: requirements.txt
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; }
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -r requirements.txt
+	$(TIMED) "venv" -- $(VENV)/bin/pip install -q -r requirements.txt
 	touch $@
 
 testbed:
-	$(TESTBED) prereqs
-	$(TESTBED) engine
-	$(TESTBED) images
-	$(TESTBED) save-images
+	$(TIMED) "testbed: engine, images" -- sh -c '$(TESTBED) prereqs && $(TESTBED) engine && \
+	  $(TESTBED) images && $(TESTBED) save-images'
 
 demo: venv testbed demo-vault
 	$(TESTBED) up $(DEMO_NAME) --ssh-port $(DEMO_SSH_PORT) \
@@ -71,23 +74,36 @@ demo-vault: venv
 	python3 tools/demo_vault.py
 
 lint: venv demo-vault
-	yamllint --strict .
-	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
-	ansible-lint --offline --profile production
-	python3 tools/role_docs.py --check README.md
-	python3 tools/secret_scan.py
+	$(TIMED) "lint: yamllint" -- yamllint --strict .
+	$(TIMED) "lint: workflow schema" -- check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(TIMED) "lint: ansible-lint" -- ansible-lint --offline --profile production
+	$(TIMED) "lint: role docs, secret scan" -- sh -c \
+	  'python3 tools/role_docs.py --check README.md && python3 tools/secret_scan.py'
 
 unit: venv demo-vault
 	mkdir -p $(REPORTS)
-	pytest tests/unit --junitxml=$(REPORTS)/unit.xml
+	$(TIMED) "unit" -- pytest tests/unit --junitxml=$(REPORTS)/unit.xml
 
+# Molecule's sequence step by step (what `molecule test` runs), each timed. The
+# server from a failed run stays up for a look; the next run destroys it first.
+MOLECULE := ANSIBLE_VAULT_IDENTITY_LIST=$(MOLECULE_VAULT_ID) $(TIMED)
 molecule: venv testbed
 	mkdir -p $(REPORTS)
 	python3 tools/demo_vault.py --molecule
-	ANSIBLE_VAULT_IDENTITY_LIST=$(MOLECULE_VAULT_ID) molecule test --all
+	$(MOLECULE) "molecule: destroy (old)" -- molecule destroy
+	$(MOLECULE) "molecule: syntax" -- molecule syntax
+	$(MOLECULE) "molecule: create" -- molecule create
+	$(MOLECULE) "molecule: converge" -- molecule converge
+	$(MOLECULE) "molecule: idempotence" -- molecule idempotence
+	$(MOLECULE) "molecule: verify" -- molecule verify
+	$(MOLECULE) "molecule: destroy" -- molecule destroy
 
-test: lint unit molecule
-	python3 tools/test_summary.py $(REPORTS)/*.xml
+budget-start:
+	mkdir -p $(REPORTS)
+	rm -f $(RPA_PHASES) $(REPORTS)/*.xml
+
+test: budget-start lint unit molecule
+	python3 tools/test_summary.py --phases $(RPA_PHASES) --budget $(TEST_BUDGET_MINUTES) $(REPORTS)/*.xml
 
 docs:
 	python3 tools/role_docs.py --write README.md

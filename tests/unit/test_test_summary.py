@@ -1,0 +1,39 @@
+"""tools/test_summary.py: the budget table and the slowest tests, from the files `make test` writes."""
+
+from __future__ import annotations
+
+import test_summary as ts
+
+JUNIT = """<?xml version="1.0" encoding="utf-8"?>
+<testsuites><testsuite name="pytest" errors="0" failures="1" skipped="0" tests="3" time="12.5">
+<testcase classname="tests.test_a" name="test_fast" time="0.5"/>
+<testcase classname="tests.test_a" name="test_slow" time="10.0"><failure message="x"/></testcase>
+<testcase classname="tests.test_b" name="test_mid" time="2.0"/>
+</testsuite></testsuites>
+"""
+
+
+def test_counts_and_durations_from_a_junit_report(tmp_path):
+    report = tmp_path / "r.xml"
+    report.write_text(JUNIT)
+    assert ts.count(str(report)) == (2, 1, 0)
+    assert sorted(ts.durations([str(report)]), reverse=True)[0] == (10.0, "tests.test_a::test_slow")
+    lines = ts.slowest_table(ts.durations([str(report)]), n=2)
+    assert lines[1] == "The 2 slowest tests:" and "test_slow" in lines[2] and "test_mid" in lines[3]
+
+
+def test_budget_table_totals_phases_and_says_when_it_is_over(tmp_path):
+    phases = tmp_path / "phases.tsv"
+    phases.write_text("lint: yamllint\t30.0\t0\nmolecule: verify\t1500.0\t0\n")
+    lines = ts.budget_table(ts.read_phases(phases), 30)
+    assert any("molecule: verify" in line and "25.0 min" in line for line in lines)
+    assert "(within the 30-minute budget)" in lines[-1] and "25.5 min" in lines[-1]
+    assert "(OVER the 20-minute budget)" in ts.budget_table(ts.read_phases(phases), 20)[-1]
+    assert ts.budget_table([], 30) == []
+
+
+def test_a_failed_test_fails_the_summary(tmp_path, capsys):
+    report = tmp_path / "r.xml"
+    report.write_text(JUNIT)
+    assert ts.main([str(report)]) == 1
+    assert "summary: 2 passed, 1 failed, 0 skipped" in capsys.readouterr().out
