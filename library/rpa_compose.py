@@ -27,6 +27,13 @@ description:
   - Check mode reports which services would be created or recreated (from C(docker compose config --hash),
     the hash Compose itself compares) without pulling, building or starting anything. Diff mode shows the
     change of the fragment's definition and the names - never the values - of changed variables.
+  - The no-change path runs no Compose at all. After each successful apply the module keeps Compose's
+    config hash of every service in C(.config-hashes.json) (mode 0600), tagged with a digest of the
+    C(docker-compose.yml) and C(.env) they came from. When a later run would write the very same files,
+    and every service of the fragment runs healthy with that config hash and with the image its
+    reference names now, the module reports no change after one C(docker ps), one C(docker inspect) and
+    one C(docker image ls). Anything else - a stopped, unhealthy or missing container, a changed hash, a
+    re-pointed tag, a cache from other files - takes the full path (validate, up, gate, rollback).
 version_added: "1.0.0"
 author: rpa-engine infrastructure team
 options:
