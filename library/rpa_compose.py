@@ -35,7 +35,8 @@ description:
     one C(docker image ls). Anything else - a stopped, unhealthy or missing container, a changed hash, a
     re-pointed tag, a cache from other files - takes the full path (validate, up, gate, rollback).
 version_added: "1.0.0"
-author: rpa-engine infrastructure team
+author:
+  - rpa-engine infrastructure team (@rpa-engine)
 options:
   project_dir:
     description: The Compose project directory.
@@ -87,8 +88,10 @@ options:
 attributes:
   check_mode:
     support: full
+    description: Reports C(would_recreate) from Compose's own config hashes; pulls, builds and starts nothing.
   diff_mode:
     support: full
+    description: Shows the change of the fragment's definition and the names, never the values, of changed variables.
 requirements:
   - Docker Engine with the Compose v2 plugin (2.20 or newer)
   - python3-yaml on the managed host
