@@ -39,18 +39,9 @@ MOLECULE = ROOT / ".cache" / "molecule"
 MOLECULE_PASS_FILE = MOLECULE / "vault-pass"
 MOLECULE_VAULT_FILE = MOLECULE / "group_vars" / "all" / "vault.yml"
 MOLECULE_VAULT_ID = "molecule"
-# vault key -> length of a generated value (letters and digits)
-SECRETS = {
-    "vault_postgres_app_password": 32,
-    "vault_postgres_superuser_password": 32,
-    "vault_postgres_monitor_password": 32,
-    "vault_redis_password": 32,
-    "vault_grafana_admin_password": 32,
-    "vault_jwt_secret": 48,
-    "vault_deploy_token": 40,
-    "vault_flower_password": 32,
-    "vault_caddy_grafana_password": 32,
-}
+# vault key -> length of a generated value (letters and digits): the catalogue's demo secrets.
+SECRETS = {entry["vault_key"]: entry["length"] for entry in yaml.safe_load(
+    (ROOT / "catalogue" / "secrets.yml").read_text())["secrets"].values() if entry.get("demo")}
 # Where a demo from before the vault kept each value (password lookups): the role
 # variable's name, app_ for the application's secrets.
 APP_SECRETS = {"vault_jwt_secret", "vault_deploy_token", "vault_flower_password"}
