@@ -7,6 +7,11 @@ the variable and the fix. One task instead of one ``assert`` per check keeps
 a no-op run cheap (every task costs a worker fork, skipped or not), and an
 operator with three bad values learns of all three in one run.
 
+``secrets_of: ROLE`` adds the strength checks of the secrets the catalogue
+(catalogue/secrets.yml, through lookup('rpa_catalogue')) says ROLE owns: each
+one's variable must hold at least its min_length characters, fit a Compose
+.env literally, and not be the examples' placeholder.
+
 The result carries the messages of the failed checks only: never the
 arguments, so a check on a secret (its length, its characters) prints
 nothing of the secret.
@@ -14,14 +19,19 @@ nothing of the secret.
 
 from __future__ import annotations
 
-from ansible.errors import AnsibleActionFail
+import re
+
+from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.plugins.action import ActionBase
+from ansible.plugins.loader import lookup_loader
+
+_PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
 
 
 def failures(checks) -> list[str]:
     """The messages of the checks that failed, in order; a malformed check is a bug in the role."""
-    if not isinstance(checks, list) or not checks:
-        raise ValueError("checks must be a non-empty list of {that, msg}")
+    if not isinstance(checks, list):
+        raise ValueError("checks must be a list of {that, msg}")
     failed = []
     for index, check in enumerate(checks):
         if not isinstance(check, dict) or set(check) - {"that", "msg"} or "that" not in check or "msg" not in check:
@@ -35,22 +45,64 @@ def failures(checks) -> list[str]:
     return failed
 
 
+def weak_secret(entry: dict, value) -> str | None:
+    """Why value cannot be the catalogue entry's secret, or None. Never says anything of the value."""
+    if entry.get("optional") and value in ("", None):
+        return None
+    printable = entry.get("printable", False)
+    ok = (isinstance(value, str) and len(value) >= entry["min_length"] and "'" not in value
+          and "\n" not in value and "\r" not in value and "CHANGE-ME" not in value
+          and (not printable or bool(_PRINTABLE.match(value))))
+    if ok:
+        return None
+    chars = "printable ASCII characters without spaces or" if printable else "characters, without"
+    return (f"{entry['variable']} must be at least {entry['min_length']} {chars} a single quote or a newline, "
+            f"and not the example placeholder{' (or empty: ' + entry['optional'] + ')' if entry.get('optional') else ''}."
+            f" Set {entry['vault_key']} in your vault (e.g. `openssl rand -hex 24`).")
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("checks",))
+    _VALID_ARGS = frozenset(("checks", "secrets_of"))
+
+    def _secret_failures(self, role: str, task_vars: dict) -> list[str]:
+        try:
+            catalogue = lookup_loader.get("rpa_catalogue", loader=self._loader, templar=self._templar).run([])[0]
+        except AnsibleError as exc:
+            raise AnsibleActionFail(f"rpa_checks: {exc}") from None
+        failed = []
+        for entry in catalogue.values():
+            if entry["owner"] != role:
+                continue
+            if entry["variable"] not in task_vars:
+                failed.append(f"{entry['variable']} is not set. Set {entry['vault_key']} in your vault and map it in "
+                              f"group_vars ({entry['variable']}: \"{{{{ {entry['vault_key']} }}}}\").")
+                continue
+            problem = weak_secret(entry, self._templar.template(task_vars[entry["variable"]]))
+            if problem:
+                failed.append(problem)
+        return failed
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
+        args = self._task.args
+        if not args.get("checks") and not args.get("secrets_of"):
+            raise AnsibleActionFail("rpa_checks: give checks, secrets_of, or both")
         try:
-            failed = failures(self._task.args.get("checks"))
+            failed = failures(args.get("checks") or [])
         except ValueError as exc:
             raise AnsibleActionFail(f"rpa_checks: {exc}") from None
+        checked = len(args.get("checks") or [])
+        if args.get("secrets_of"):
+            secret_failures = self._secret_failures(str(args["secrets_of"]), task_vars or {})
+            failed = secret_failures + failed
+            checked += 1
         result["changed"] = False
-        result["checked"] = len(self._task.args["checks"])
+        result["checked"] = checked
         if failed:
             result["failed"] = True
             result["failed_checks"] = failed
             result["msg"] = "\n".join(failed)
         else:
-            result["msg"] = f"All {result['checked']} checks passed."
+            result["msg"] = f"All {checked} checks passed."
         return result

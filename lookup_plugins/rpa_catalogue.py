@@ -77,6 +77,10 @@ def problems(catalogue) -> list[str]:
         if not (isinstance(entry["length"], int) and isinstance(entry["min_length"], int)
                 and 16 <= entry["length"] <= 256 and 1 <= entry["min_length"] <= entry["length"]):
             found.append(f"{name}: length must be 16..256 and min_length at most length")
+        if "optional" in entry and not (isinstance(entry["optional"], str) and entry["optional"]):
+            found.append(f"{name}: optional must say why the secret may be empty")
+        if not isinstance(entry.get("printable", False), bool) or not isinstance(entry.get("demo", False), bool):
+            found.append(f"{name}: printable and demo are true or false")
         consumers = entry.get("consumers") or {}
         if not isinstance(consumers, dict) or any(role not in ROLES or role == entry["owner"] for role in consumers):
             found.append(f"{name}: consumers must map roles other than the owner to their variable")

@@ -29,12 +29,31 @@ def test_every_failed_check_is_reported_in_order_and_passed_ones_are_not():
 
 
 @pytest.mark.parametrize("checks", [
-    [], None, "a string", [{"that": "yes", "msg": "m"}], [{"that": 1, "msg": "m"}], [{"that": True}],
+    None, "a string", [{"that": "yes", "msg": "m"}], [{"that": 1, "msg": "m"}], [{"that": True}],
     [{"msg": "m"}], [{"that": True, "msg": "m", "extra": 1}], ["not a mapping"],
 ])
 def test_a_malformed_check_is_a_bug_not_a_pass(checks):
     with pytest.raises(ValueError):
         rpa_checks.failures(checks)
+
+
+REDIS = {"variable": "redis_password", "vault_key": "vault_redis_password", "min_length": 16}
+PG = dict(REDIS, variable="postgres_app_password", vault_key="vault_postgres_app_password", printable=True)
+MONITOR = dict(PG, optional="no exporter logs in")
+
+
+@pytest.mark.parametrize(("entry", "value", "weak"), [
+    (REDIS, "a" * 16, False), (REDIS, "a" * 15, True), (REDIS, "with spaces is fine here", False),
+    (REDIS, "quote'in-it-0123456789", True), (REDIS, "CHANGE-ME-redis-password", True), (REDIS, None, True),
+    (REDIS, "", True), (PG, "with spaces is not ok here", True), (PG, "Printable!#0123456789", False),
+    (MONITOR, "", False), (MONITOR, "short", True),
+])
+def test_secret_strength_from_the_catalogue(entry, value, weak):
+    problem = rpa_checks.weak_secret(entry, value)
+    assert (problem is not None) is weak
+    if problem:
+        assert entry["variable"] in problem and entry["vault_key"] in problem
+        assert not value or value not in problem
 
 
 # --------------------------------------------------------- rpa_preflight_facts
