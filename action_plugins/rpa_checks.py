@@ -7,7 +7,7 @@ the variable and the fix. One task instead of one ``assert`` per check keeps
 a no-op run cheap (every task costs a worker fork, skipped or not), and an
 operator with three bad values learns of all three in one run.
 
-``secrets_of: ROLE`` adds the strength checks of the secrets the catalogue
+``catalogue_owner: ROLE`` adds the strength checks of the secrets the catalogue
 (catalogue/secrets.yml, through lookup('rpa_catalogue')) says ROLE owns: each
 one's variable must hold at least its min_length characters, fit a Compose
 .env literally, and not be the examples' placeholder.
@@ -63,7 +63,7 @@ def weak_secret(entry: dict, value) -> str | None:
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("checks", "secrets_of"))
+    _VALID_ARGS = frozenset(("checks", "catalogue_owner"))
 
     def _secret_failures(self, role: str, task_vars: dict) -> list[str]:
         try:
@@ -86,15 +86,15 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         args = self._task.args
-        if not args.get("checks") and not args.get("secrets_of"):
-            raise AnsibleActionFail("rpa_checks: give checks, secrets_of, or both")
+        if not args.get("checks") and not args.get("catalogue_owner"):
+            raise AnsibleActionFail("rpa_checks: give checks, catalogue_owner, or both")
         try:
             failed = failures(args.get("checks") or [])
         except ValueError as exc:
             raise AnsibleActionFail(f"rpa_checks: {exc}") from None
         checked = len(args.get("checks") or [])
-        if args.get("secrets_of"):
-            secret_failures = self._secret_failures(str(args["secrets_of"]), task_vars or {})
+        if args.get("catalogue_owner"):
+            secret_failures = self._secret_failures(str(args["catalogue_owner"]), task_vars or {})
             failed = secret_failures + failed
             checked += 1
         result["changed"] = False
