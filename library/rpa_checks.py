@@ -22,11 +22,19 @@ author:
 options:
   checks:
     description:
-      - The checks, each a mapping with exactly C(that) (a boolean) and C(msg) (a string).
+      - The checks, each a mapping with exactly C(that) (a boolean) and C(msg) (a string). At least one of
+        I(checks) and I(catalogue_owner) is needed.
       - A C(that) that is not a boolean is a mistake in the role, and fails the task saying which check.
     type: list
     elements: dict
-    required: true
+  catalogue_owner:
+    description:
+      - A role name. Adds one check per secret the secret catalogue (C(catalogue/secrets.yml)) says this role
+        owns - its variable must hold at least the entry's C(min_length) characters, no single quote or newline
+        (a Compose C(.env) holds it literally), printable ASCII without spaces where the entry says C(printable),
+        and not the examples' C(CHANGE-ME) placeholder; empty only where the entry says C(optional).
+      - The messages name the variable and the vault key to set, never the value.
+    type: str
 attributes:
   check_mode:
     support: full
