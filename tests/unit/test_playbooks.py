@@ -37,15 +37,19 @@ def test_list_tags_has_every_role():
 def test_role_has_specs_preflight_and_thin_main(role):
     base = ROOT / "roles" / role
     specs = yaml.safe_load((base / "meta" / "argument_specs.yml").read_text())["argument_specs"]
-    assert {"main", "preflight"} <= set(specs)
+    # The input is the preflight entry point's, validated once per run where the preflight runs; no
+    # 'main' entry, which every play applying the role would validate again.
+    assert "preflight" in specs and "main" not in specs
     assert (base / "tasks" / "preflight.yml").is_file()
     main = yaml.safe_load((base / "tasks" / "main.yml").read_text())
-    # Thin main: only tagged includes, preflight first - one include that site.yml skips as a whole,
-    # since playbooks/preflight.yml has run it already.
-    assert all(set(t) & {"ansible.builtin.import_tasks", "ansible.builtin.include_tasks"} for t in main)
-    assert main[0]["ansible.builtin.include_tasks"]["file"] == "preflight.yml"
+    # Thin main: only tagged includes, preflight first - the role's own preflight entry point, one
+    # include that site.yml skips as a whole, since playbooks/preflight.yml has run it already.
+    assert all(set(t) & {"ansible.builtin.import_tasks", "ansible.builtin.include_tasks",
+                         "ansible.builtin.include_role"} for t in main)
+    assert main[0]["ansible.builtin.include_role"] | {"apply": None} == \
+        {"name": role, "tasks_from": "preflight", "apply": None}
     assert main[0]["when"] == "not (rpa_preflight_passed | default(false))"
-    assert role in main[0]["ansible.builtin.include_tasks"]["apply"]["tags"]
+    assert role in main[0]["ansible.builtin.include_role"]["apply"]["tags"]
     assert all(role in t.get("tags", []) for t in main)
 
 

@@ -24,7 +24,7 @@ INVALID = "Failed to parse calendar specification 'every day at three': Invalid 
 def test_every_failed_check_is_reported_in_order_and_passed_ones_are_not():
     checks = [{"that": False, "msg": "a_var is bad."}, {"that": True, "msg": "b_var is fine."},
               {"that": False, "msg": "c_var   is\n  bad too."}]
-    assert rpa_checks.failures(checks) == ["a_var is bad.", "c_var is bad too."]
+    assert rpa_checks.failures(checks) == ["a_var is bad.", "c_var   is\n  bad too."]
     assert rpa_checks.failures([{"that": True, "msg": "x"}]) == []
 
 
