@@ -81,6 +81,11 @@ def problems(catalogue) -> list[str]:
             found.append(f"{name}: optional must say why the secret may be empty")
         if not isinstance(entry.get("printable", False), bool) or not isinstance(entry.get("demo", False), bool):
             found.append(f"{name}: printable and demo are true or false")
+        spec = entry.get("login")
+        if spec is not None and not (isinstance(spec, dict) and all(spec.get(k) for k in
+                                                                    ("variable", "user", "twin_suffix", "vault_key"))
+                                     and entry["overlap"] == "run"):
+            found.append(f"{name}: login needs variable, user, twin_suffix and vault_key, and overlap run")
         consumers = entry.get("consumers") or {}
         if not isinstance(consumers, dict) or any(role not in ROLES or role == entry["owner"] for role in consumers):
             found.append(f"{name}: consumers must map roles other than the owner to their variable")

@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 
-PROJECT = os.environ.get("RPA_COMPOSE_PROJECT", "rpa-engine")
+PROJECT = os.environ.get("RPA_COMPOSE_PROJECT", "")  # the unit sets it: rpa_project_name
 GRACE = float(os.environ.get("RPA_WATCHDOG_GRACE", "3"))
 RESTART_POLICIES = {"always", "unless-stopped", "on-failure"}
 
@@ -82,6 +82,9 @@ def start_if_needed(cid: str) -> None:
 
 
 def main() -> int:
+    if not PROJECT:
+        log("RPA_COMPOSE_PROJECT is not set: no Compose project to watch")
+        return 2
     decider = Decider()
     lock = threading.Lock()
 

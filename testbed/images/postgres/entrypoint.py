@@ -1,7 +1,8 @@
 """Entrypoint of the test postgres image: the upstream image's contract, in short.
 
 On an empty PGDATA: initdb with the superuser POSTGRES_USER/POSTGRES_PASSWORD
-(SCRAM), local trust, password logins from the network, then POSTGRES_DB.
+(or the content of POSTGRES_PASSWORD_FILE, read as the postgres user, as the
+upstream image does; SCRAM), local trust, password logins from the network, then POSTGRES_DB.
 Then exec the command as the postgres user.
 """
 
@@ -21,8 +22,14 @@ def as_postgres(cmd, **kw):
 
 def init():
     password = os.environ.get("POSTGRES_PASSWORD")
+    if not password and os.environ.get("POSTGRES_PASSWORD_FILE"):
+        read = subprocess.run(["gosu", "postgres", "cat", os.environ["POSTGRES_PASSWORD_FILE"]],
+                              capture_output=True, text=True, check=False)
+        if read.returncode != 0:
+            sys.exit("POSTGRES_PASSWORD_FILE cannot be read by the postgres user: " + read.stderr.strip())
+        password = read.stdout.strip()
     if not password:
-        sys.exit("POSTGRES_PASSWORD must be set on first start (the data directory is empty)")
+        sys.exit("POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE must be set on first start (the data directory is empty)")
     with tempfile.NamedTemporaryFile("w", dir="/tmp", delete=False) as pw:
         pw.write(password + "\n")
     os.chown(pw.name, *pwd_ids())
