@@ -69,7 +69,7 @@ class ActionModule(ActionBase):
                 current[name] = str(present[name])
                 try:
                     if policy.get("value"):
-                        pending[name] = rpa_vault.check_supplied(policy["value"])
+                        pending[name] = rpa_vault.check_supplied(policy["value"], int(policy.get("min_length", 16)))
                     else:
                         pending[name] = rpa_vault.generate(policy.get("length", 48), policy.get("alphabet", "alnum"))
                 except ValueError as exc:

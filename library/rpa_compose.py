@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-"""Ansible module rpa_compose: apply one role's services to the rpa-engine Compose project, gated on health."""
+"""Ansible module rpa_compose: apply one role's services to the project's one Compose project, gated on health."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 module: rpa_compose
 short_description: Apply a role's services to the one Compose project, wait until they are healthy, roll back if not
 description:
-  - Each role owns a I(fragment) of the project C(rpa-engine) - the services, volumes and networks of its
+  - Each role owns a I(fragment) of the Compose project - the services, volumes and networks of its
     own services and the variables they interpolate. This module stores the fragment
     (C(compose.d/FRAGMENT.yml), C(env.d/FRAGMENT.json) mode 0600), merges every fragment into the one
     C(docker-compose.yml) and C(.env) (mode 0600) of the project directory, validates the result with
@@ -22,7 +22,7 @@ description:
   - With I(rollback=true) a failure restores the previous fragment, project files and images, brings
     them back up, confirms their health, and then fails saying that it rolled back and why.
   - One file, not Compose C(include), because the deployer runs
-    C(docker compose --project-directory /opt/rpa-engine -f /repo/docker-compose.yml --env-file /repo/.env)
+    C(docker compose --project-directory PROJECT_DIR -f /repo/docker-compose.yml --env-file /repo/.env)
     from a container where the project lives at C(/repo); see C(module_utils/rpa_compose.py).
   - Check mode reports which services would be created or recreated (from C(docker compose config --hash),
     the hash Compose itself compares) without pulling, building or starting anything. Diff mode shows the
@@ -39,13 +39,13 @@ author:
   - rpa-engine infrastructure team (@rpa-engine)
 options:
   project_dir:
-    description: The Compose project directory.
+    description: The Compose project directory (the roles pass C(rpa_project_dir), set once in group_vars).
     type: path
-    default: /opt/rpa-engine
+    required: true
   project_name:
-    description: The Compose project name.
+    description: The Compose project name (the roles pass C(rpa_project_name)).
     type: str
-    default: rpa-engine
+    required: true
   fragment:
     description: Name of this role's fragment (usually the role name).
     type: str
@@ -53,13 +53,15 @@ options:
   definition:
     description:
       - The fragment - a mapping with C(services) and optionally C(volumes) and C(networks).
-      - Omitted, the fragment already stored on the host is applied again with its stored I(env)
-        (for example to start services that a playbook stopped, through the gate).
+      - Omitted, the fragment already stored on the host is applied again - with its stored I(env) unless
+        I(env) is given (to start services that a playbook stopped, through the gate; or to give the
+        services new credentials without rendering the definition again, as a secret rotation does).
     type: dict
   env:
-    description: Variables the fragment interpolates (C(${VAR})); stored mode 0600, never returned or logged.
+    description:
+      - Variables the fragment interpolates (C(${VAR})); stored mode 0600, never returned or logged.
+      - Omitted with I(definition) given, the fragment has none.
     type: dict
-    default: {}
   services:
     description: Services to bring up and gate; defaults to every service of the fragment.
     type: list
@@ -100,6 +102,8 @@ requirements:
 EXAMPLES = r"""
 - name: Ensure Redis runs the rendered definition and is healthy.
   rpa_compose:
+    project_dir: "{{ rpa_project_dir }}"
+    project_name: "{{ rpa_project_name }}"
     fragment: redis
     definition: "{{ lookup('ansible.builtin.template', 'compose.yml.j2') | from_yaml }}"
     env:
@@ -110,6 +114,8 @@ EXAMPLES = r"""
 
 - name: Show what would be recreated, touching nothing.
   rpa_compose:
+    project_dir: "{{ rpa_project_dir }}"
+    project_name: "{{ rpa_project_name }}"
     fragment: postgres
     definition: "{{ __postgres_definition }}"
   check_mode: true
@@ -347,11 +353,11 @@ def summary(states):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            project_dir=dict(type="path", default="/opt/rpa-engine"),
-            project_name=dict(type="str", default="rpa-engine"),
+            project_dir=dict(type="path", required=True),
+            project_name=dict(type="str", required=True),
             fragment=dict(type="str", required=True),
             definition=dict(type="dict"),
-            env=dict(type="dict", default={}, no_log=True),
+            env=dict(type="dict", no_log=True),
             services=dict(type="list", elements="str"),
             stable_seconds=dict(type="int", default=5),
             timeout=dict(type="int", default=180),
@@ -371,8 +377,11 @@ def main():
         if stored is None:
             module.fail_json(msg="rpa_compose: no definition given and no stored fragment %s" % project.frag_file)
         definition = yaml.safe_load(stored) or {}
-        stored_env = read(project.env_frag_file)
-        p["env"] = json.loads(stored_env) if stored_env else {}
+        if p["env"] is None:
+            stored_env = read(project.env_frag_file)
+            p["env"] = json.loads(stored_env) if stored_env else {}
+    if p["env"] is None:
+        p["env"] = {}
     fragment_services = sorted((definition.get("services") or {}).keys())
     services = p["services"] or fragment_services
     unknown = sorted(set(services) - set(fragment_services))

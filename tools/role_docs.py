@@ -44,7 +44,8 @@ def role_problems(role: Path) -> list[str]:
     for name in sorted(set(defaults) - set(options)):
         problems.append(f"{role.name}: default {name} is not described in meta/argument_specs.yml")
     for name, opt in sorted(options.items()):
-        if not name.startswith(f"{role.name}_"):
+        # The project's identity is every role's input, set once in group_vars.
+        if not name.startswith(f"{role.name}_") and name not in ("rpa_project_name", "rpa_project_dir"):
             problems.append(f"{role.name}: variable {name} lacks the role prefix '{role.name}_'")
         if not opt.get("description"):
             problems.append(f"{role.name}: {name} has no description")

@@ -70,7 +70,12 @@ def is_placeholder(value: str) -> bool:
 
 def literal_value(key: str, value: str) -> bool:
     """Whether value, given to key, is a literal secret."""
-    value = value.split(" #")[0].strip().strip(",").strip("\"'`")
+    raw = value.split(" #")[0].strip()
+    if raw.startswith(("&", "*")):
+        return False  # a YAML anchor or alias: a reference, not a value
+    if re.match(r"^[a-z_][a-z0-9_.]*\s*\|", raw):
+        return False  # a variable through a Jinja filter, inside a template that spans lines
+    value = raw.strip(",").strip("\"'`")
     if not value or value.lower() in NOT_A_VALUE or SETTING.search(key):
         return False
     if "{{" in value or "${" in value or value.startswith(("vault_", "$", "lookup(", "/")):

@@ -2,7 +2,7 @@
 
     POST /deploy/<service>   Authorization: Bearer <DEPLOY_TOKEN>
       runs exactly SYSTEM.md's command:
-      docker compose --project-directory /opt/rpa-engine -f /repo/docker-compose.yml
+      docker compose --project-directory $DEPLOY_PROJECT_DIR -f /repo/docker-compose.yml
                      --env-file /repo/.env up -d <service>
     GET  /health, /deploy/health   no auth; 200 when the Docker API answers
 
@@ -28,7 +28,7 @@ def required(name: str) -> str:
 
 TOKENS = [t for t in (required("DEPLOY_TOKEN"), os.environ.get("DEPLOY_TOKEN_PREVIOUS", "")) if t]
 ALLOWED = set(required("DEPLOY_ALLOWED_SERVICES").split(","))
-PROJECT_DIR = os.environ.get("DEPLOY_PROJECT_DIR", "/opt/rpa-engine")
+PROJECT_DIR = required("DEPLOY_PROJECT_DIR")
 REPO = os.environ.get("DEPLOY_REPO", "/repo")
 PORT = int(os.environ.get("DEPLOY_PORT", "9000"))
 
