@@ -15,6 +15,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +24,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 TESTBED = ROOT / "testbed" / "testbed.py"
+sys.path.insert(0, str(ROOT / "tools"))
+import project  # noqa: E402  (tools/project.py: the project's identity, read from the inventory)
 
 
 # Outside Molecule the same tests run against the `make demo` server:
@@ -189,11 +192,21 @@ def secret(name: str) -> str:
     return str(vault()[VAULT_KEYS.get(name, f"vault_{name}")])
 
 
+# The project's identity as the inventory under test sets it (not secret: read once, at import).
+PROJECT, PROJECT_DIR = project.identity(inventory_path())
+COMPOSE = project.compose_command(PROJECT, PROJECT_DIR)
+
+
+def cname(service: str) -> str:
+    """The container Compose runs for service in the project under test."""
+    return project.container(service, PROJECT)
+
+
 def redis_cmd(*args: str) -> str:
     """A shell command: redis-cli in the Redis container, logged in as its health check is (client.auth)."""
     inner = ('REDISCLI_AUTH="$(cat /usr/local/etc/redis/client.auth)" redis-cli '
              + " ".join(shlex.quote(a) for a in args))
-    return "docker exec rpa-engine-redis-1 sh -c " + shlex.quote(inner)
+    return f"docker exec {cname('redis')} sh -c " + shlex.quote(inner)
 
 
 def app_login() -> str:
@@ -244,7 +257,7 @@ def client_env(server):
 
 
 def container(host, service: str) -> dict:
-    return json.loads(host.check_output(f"docker inspect rpa-engine-{service}-1"))[0]
+    return json.loads(host.check_output(f"docker inspect {cname(service)}"))[0]
 
 
 def wait_healthy(host, service: str, timeout: float, not_started_at: str | None = None) -> float:

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import (app_login, container, redis_cmd, executed_tasks, put_file, run_site, secret, ssh_argv, ssh_run,
-                      wait_healthy)
+from conftest import (PROJECT, PROJECT_DIR, app_login, cname, container, executed_tasks, put_file, redis_cmd, run_site,
+                      secret, ssh_argv, ssh_run, wait_healthy)
 
 APP = ["backend", "celery-worker", "celery-beat", "flower", "frontend", "deployer"]
 PYTHON_SERVICES = ["backend", "celery-worker", "celery-beat"]
@@ -139,7 +139,7 @@ def test_a_celery_task_submitted_through_the_backend_completes(host):
     # The worker wrote its row through PgBouncer.
     worker_host = container(host, "celery-worker")["Config"]["Hostname"]
     rows = host.check_output(
-        "docker exec rpa-engine-postgres-1 psql -X -At -U postgres -d rpa_engine -c "
+        f"docker exec {cname('postgres')} psql -X -At -U postgres -d rpa_engine -c "
         + shlex.quote(f"select hostname from refapp_task_runs where result = '{x + y}'"))
     assert worker_host in rows.split(), rows
 
@@ -232,9 +232,9 @@ def test_the_deployer_runs_without_capabilities_on_a_read_only_root(host):
     assert (config["CapDrop"], config["CapAdd"], config["ReadonlyRootfs"]) == (["ALL"], None, True), config
     assert "no-new-privileges:true" in config["SecurityOpt"]
     # What the kernel sees in the running process, and a write that the root file system refuses.
-    assert host.check_output("docker exec rpa-engine-deployer-1 grep CapEff /proc/1/status").split() == \
+    assert host.check_output(f"docker exec {cname('deployer')} grep CapEff /proc/1/status").split() ==\
         ["CapEff:", "0000000000000000"]
-    res = host.run("docker exec rpa-engine-deployer-1 touch /rpa-test-write")
+    res = host.run(f"docker exec {cname('deployer')} touch /rpa-test-write")
     assert res.rc != 0 and "Read-only file system" in res.stderr, res.stderr
 
 
@@ -255,7 +255,7 @@ def test_the_deployer_refuses_a_wrong_token_and_itself(host, headers):
 @pytest.mark.parametrize("service", APP)
 def test_docker_kill_heals_within_60_seconds(host, service):
     started = container(host, service)["State"]["StartedAt"]
-    host.check_output(f"docker kill rpa-engine-{service}-1")
+    host.check_output(f"docker kill {cname(service)}")
     assert wait_healthy(host, service, 60, not_started_at=started) < 60
 
 
@@ -274,20 +274,20 @@ def recover(server) -> list[dict]:
 
 
 def test_recovery_brings_a_deleted_deployer_back(host, server, headers):
-    host.check_output("docker rm -f rpa-engine-deployer-1")
+    host.check_output(f"docker rm -f {cname('deployer')}")
     recover(server)
     deployer_answers(host, headers)
 
 
 def test_recovery_replaces_a_crash_looping_container_of_the_wrong_image(host, server, headers):
-    host.check_output("docker rm -f rpa-engine-deployer-1")
-    host.check_output("docker run -d --name rpa-engine-deployer-1 --restart always "
+    host.check_output(f"docker rm -f {cname('deployer')}")
+    host.check_output(f"docker run -d --name {cname('deployer')} --restart always "
                       "--entrypoint false rpa-testbed/refapp:latest")
     time.sleep(3)
     assert container(host, "deployer")["RestartCount"] >= 1
     recover(server)
     live = container(host, "deployer")
-    assert live["Config"]["Labels"].get("com.docker.compose.project") == "rpa-engine"
+    assert live["Config"]["Labels"].get("com.docker.compose.project") == PROJECT
     deployer_answers(host, headers)
 
 
@@ -357,10 +357,10 @@ def test_a_service_built_from_the_app_repository(host, server, tmp_path):
         assert live["Config"]["Image"] == f"rpa-engine-local/frontend:{commit[:12]}"
         status, body = http(host, "GET", "http://127.0.0.1:3000/")
         assert status == 200 and "built from git" in body, body
-        assert host.file("/opt/rpa-engine/src/frontend/Dockerfile").exists
+        assert host.file(f"{PROJECT_DIR}/src/frontend/Dockerfile").exists
         # The same commit again: nothing rebuilt, nothing recreated.
         proc, data = run_site("--tags", "app", "-e", build)
-        assert proc.returncode == 0 and data["stats"][server["name"]]["changed"] == 0, \
+        assert proc.returncode == 0 and data["stats"][server["name"]]["changed"] == 0,\
             [t["task"] for t in executed_tasks(data, server["name"]) if t["changed"]]
     finally:
         proc, _ = run_site("--tags", "app")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import executed_tasks, put_file, run_playbook, run_site
+from conftest import cname, executed_tasks, put_file, run_playbook, run_site
 
 BACKUP_DIR = "/var/backups/rpa-engine"
 METRICS = "/var/lib/node_exporter/textfile_collector/rpa_backup.prom"
@@ -16,7 +16,7 @@ ROWS = 50000
 
 def sql(host, statement: str) -> str:
     return host.check_output(
-        "docker exec rpa-engine-postgres-1 psql -X -tAq -v ON_ERROR_STOP=1 -U postgres -d rpa_engine -c "
+        f"docker exec {cname('postgres')} psql -X -tAq -v ON_ERROR_STOP=1 -U postgres -d rpa_engine -c "
         + json.dumps(statement))
 
 
@@ -147,7 +147,7 @@ def test_corrupted_or_truncated_copies_fail_verification(host, probe_table):
         # A truncated dump: `pg_restore --list` would not notice, the full read does.
         host.check_output(f"cp -p {BACKUP_DIR}/{newest} {copy} && truncate -s {size * 2 // 3} {copy} "
                           f"&& cd {work} && sha256sum {newest} > {newest}.sha256")
-        assert host.run(f"docker exec -i rpa-engine-postgres-1 pg_restore --list < {copy}").rc == 0
+        assert host.run(f"docker exec -i {cname('postgres')} pg_restore --list < {copy}").rc == 0
         res = host.run(f"rpa-backup verify {copy}")
         assert res.rc != 0 and "pg_restore could not read the whole dump" in res.stderr, res.stderr
     finally:
@@ -260,7 +260,7 @@ def test_a_failed_restore_of_the_dump_given_still_brings_the_writers_back(host, 
         back = [t for t in tasks if t["task"] == "Bring the writers back through the health gate."]
         assert back and not back[0]["failed"], back
         for service in ("backend", "celery-worker", "celery-beat"):
-            state = json.loads(host.check_output(f"docker inspect rpa-engine-{service}-1"))[0]["State"]
+            state = json.loads(host.check_output(f"docker inspect {cname(service)}"))[0]["State"]
             assert (state["Status"], state["Health"]["Status"]) == ("running", "healthy"), (service, state)
         # --single-transaction: the failed restore changed nothing.
         assert checksum(host) == before and probe_rows(host) == ROWS

@@ -1,4 +1,4 @@
-"""The one Compose project rpa-engine: its files, its invariants, the deployer's command."""
+"""The one Compose project (rpa_project_name): its files, its invariants, the deployer's command."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import json
 
 import pytest
 
-PROJECT = "/opt/rpa-engine"
-COMPOSE = (f"docker compose --project-directory {PROJECT} -f {PROJECT}/docker-compose.yml "
-           f"--env-file {PROJECT}/.env")
+from conftest import COMPOSE, PROJECT, PROJECT_DIR, cname
+
 # A CX22 has 4 GB; the host, Caddy and the page cache need the rest.
 MEMORY_BUDGET = 3 * 1024**3
 
@@ -19,15 +18,15 @@ def config(host) -> dict:
 
 
 def test_project_files_are_root_owned_and_env_is_0600(host):
-    env = host.file(f"{PROJECT}/.env")
+    env = host.file(f"{PROJECT_DIR}/.env")
     assert (env.user, env.group, env.mode) == ("root", "root", 0o600)
-    compose = host.file(f"{PROJECT}/docker-compose.yml")
+    compose = host.file(f"{PROJECT_DIR}/docker-compose.yml")
     assert compose.user == "root" and compose.mode & 0o007 == 0
-    assert host.file(PROJECT).mode == 0o750
+    assert host.file(PROJECT_DIR).mode == 0o750
 
 
 def test_project_is_valid_and_named(host, config):
-    assert config["name"] == "rpa-engine"
+    assert config["name"] == PROJECT
     assert host.run(f"{COMPOSE} config --quiet").rc == 0
 
 
@@ -47,8 +46,8 @@ def test_every_service_is_hardened_and_bounded(config):
 def test_deployer_command_works_for_every_service_without_recreating(host, config):
     """The invariant the deployer depends on: `up -d SERVICE` with the project's own files."""
     for service in sorted(config["services"]):
-        before = host.check_output(f"docker inspect --format '{{{{.Id}}}}' rpa-engine-{service}-1")
+        before = host.check_output(f"docker inspect --format '{{{{.Id}}}}' {cname(service)}")
         res = host.run(f"{COMPOSE} up -d {service}")
         assert res.rc == 0, f"{service}: {res.stderr}"
-        after = host.check_output(f"docker inspect --format '{{{{.Id}}}}' rpa-engine-{service}-1")
+        after = host.check_output(f"docker inspect --format '{{{{.Id}}}}' {cname(service)}")
         assert before == after, f"{service} was recreated by a no-op up"

@@ -12,9 +12,10 @@ import time
 
 import pytest
 
-from conftest import AUTH_REFUSED, app_login, container, executed_tasks, run_site, wait_healthy
+from conftest import (AUTH_REFUSED, PROJECT, PROJECT_DIR, app_login, cname, container, executed_tasks, run_site,
+                      wait_healthy)
 
-NETWORK = "rpa-engine_default"
+NETWORK = f"{PROJECT}_default"
 PGB_IMAGE = "rpa-testbed/pgbouncer:latest"
 PG_IMAGE = "rpa-testbed/postgres:latest"
 REDIS_IMAGE = "rpa-testbed/redis:latest"
@@ -75,7 +76,7 @@ def test_postgres_is_not_published_on_the_host(host):
 
 def test_pgbench_through_pgbouncer_transaction_pool_has_zero_errors(host, client_env):
     """Several clients, prepared statements, transaction pooling: nothing fails."""
-    assert "pool_mode = transaction" in host.file("/opt/rpa-engine/config/pgbouncer/pgbouncer.ini").content_string
+    assert "pool_mode = transaction" in host.file(f"{PROJECT_DIR}/config/pgbouncer/pgbouncer.ini").content_string
     env = client_env["postgres"]
     conn = ["-h", "pgbouncer", "-p", "6432", "-U", app_login(), APP_DB]
     init = client(host, PG_IMAGE, entrypoint="pgbench", argv=["-i", "-s", "2", "-q", *conn], env_file=env)
@@ -94,7 +95,7 @@ def test_client_survives_a_pgbouncer_reload_caused_by_a_config_change(host, serv
     """One psql session ticks every 0.5 s while site.yml changes the pool size."""
     name = "rpa-test-reload-client"
     host.run(f"docker rm -f {name}")
-    ini = "/opt/rpa-engine/config/pgbouncer/pgbouncer.ini"
+    ini = f"{PROJECT_DIR}/config/pgbouncer/pgbouncer.ini"
     assert "default_pool_size = 20" in host.file(ini).content_string
     pgb_started = container(host, "pgbouncer")["State"]["StartedAt"]
     script = "select 'tick', pg_backend_pid() \\watch i=0.5 c=2000"
@@ -118,7 +119,7 @@ def test_client_survives_a_pgbouncer_reload_caused_by_a_config_change(host, serv
         assert "error" not in logs.lower() and "closed" not in logs.lower(), logs[-800:]
         # Reloaded in place, not restarted.
         assert container(host, "pgbouncer")["State"]["StartedAt"] == pgb_started
-        assert "SIGHUP" in host.check_output("docker logs --since 5m rpa-engine-pgbouncer-1 2>&1")
+        assert "SIGHUP" in host.check_output(f"docker logs --since 5m {cname('pgbouncer')} 2>&1")
     finally:
         host.run(f"docker rm -f {name}")
         proc, _ = run_site("--tags", "postgres")
@@ -141,7 +142,7 @@ def test_redis_wrong_password_is_refused(host):
 
 def test_redis_never_evicts_and_persists_with_aof(host, client_env):
     pw = client_env["redis"]
-    assert redis_cli(host, "config", "get", "maxmemory-policy", env_file=pw).stdout.split() == \
+    assert redis_cli(host, "config", "get", "maxmemory-policy", env_file=pw).stdout.split() ==\
         ["maxmemory-policy", "noeviction"]
     assert redis_cli(host, "config", "get", "appendonly", env_file=pw).stdout.split() == ["appendonly", "yes"]
     maxmemory = int(redis_cli(host, "config", "get", "maxmemory", env_file=pw).stdout.split()[1])
@@ -152,7 +153,7 @@ def test_redis_data_survives_a_container_restart(host, client_env):
     pw = client_env["redis"]
     assert redis_cli(host, "set", "rpa-test:durable", "kept", env_file=pw).stdout.strip() == "OK"
     started = container(host, "redis")["State"]["StartedAt"]
-    host.check_output("docker restart rpa-engine-redis-1")
+    host.check_output(f"docker restart {cname('redis')}")
     wait_healthy(host, "redis", 60, not_started_at=started)
     try:
         assert redis_cli(host, "get", "rpa-test:durable", env_file=pw).stdout.strip() == "kept"
@@ -161,13 +162,13 @@ def test_redis_data_survives_a_container_restart(host, client_env):
 
 
 def test_secret_files_are_root_only(host):
-    for path in ("/opt/rpa-engine/.env", "/opt/rpa-engine/env.d/postgres.json", "/opt/rpa-engine/env.d/redis.json"):
+    for path in (f"{PROJECT_DIR}/.env", f"{PROJECT_DIR}/env.d/postgres.json", f"{PROJECT_DIR}/env.d/redis.json"):
         f = host.file(path)
         assert f.user == "root" and f.mode == 0o600, (path, f.user, oct(f.mode))
     # Read by the service users inside the containers (PgBouncer 70, Redis 999), never by others.
-    for path, uid in (("/opt/rpa-engine/config/pgbouncer/userlist.txt", 70),
-                      ("/opt/rpa-engine/config/redis/users.acl", 999),
-                      ("/opt/rpa-engine/config/redis/client.auth", 999)):
+    for path, uid in ((f"{PROJECT_DIR}/config/pgbouncer/userlist.txt", 70),
+                      (f"{PROJECT_DIR}/config/redis/users.acl", 999),
+                      (f"{PROJECT_DIR}/config/redis/client.auth", 999)):
         f = host.file(path)
         assert f.exists, path
         assert f.uid in (0, uid) and f.mode & 0o077 == 0, (path, f.uid, oct(f.mode))
@@ -179,7 +180,7 @@ def test_secret_files_are_root_only(host):
 @pytest.mark.parametrize("service", ["postgres", "pgbouncer", "redis"])
 def test_docker_kill_heals_within_60_seconds(host, client_env, service):
     started = container(host, service)["State"]["StartedAt"]
-    host.check_output(f"docker kill rpa-engine-{service}-1")
+    host.check_output(f"docker kill {cname(service)}")
     took = wait_healthy(host, service, 60, not_started_at=started)
     assert took < 60
     if service == "postgres":
@@ -195,7 +196,7 @@ def test_docker_kill_heals_within_60_seconds(host, client_env, service):
 
 def test_the_app_password_converges_back_to_the_vault_value(host, server, client_env):
     """A password changed behind Ansible's back is set back by the next run, and only then."""
-    host.check_output("docker exec rpa-engine-postgres-1 psql -X -q -U postgres -d postgres -c "
+    host.check_output(f"docker exec {cname('postgres')} psql -X -q -U postgres -d postgres -c "
                       f"\"ALTER ROLE {app_login()} PASSWORD 'changed-behind-our-back-0123456789'\"")
     # Straight to Postgres: through PgBouncer, a pooled server connection (the app keeps
     # some open) would still serve the vault's password, which is checked by PgBouncer.

@@ -12,7 +12,7 @@ from datetime import datetime
 
 import pytest
 
-from conftest import redis_cmd, run_playbook, run_site
+from conftest import COMPOSE, PROJECT_DIR, cname, redis_cmd, run_playbook, run_site
 
 BROKEN = "molecule/default/tests/files/broken_redis.yml"
 TASK = "Apply the broken definition through the gate."
@@ -35,7 +35,7 @@ def gate_task(data: dict, host: str) -> tuple[dict, float]:
 
 
 def redis(host) -> dict:
-    return json.loads(host.check_output("docker inspect rpa-engine-redis-1"))[0]
+    return json.loads(host.check_output(f"docker inspect {cname('redis')}"))[0]
 
 
 def redis_cli(host, *args: str) -> str:
@@ -72,8 +72,8 @@ def test_unhealthy_service_fails_the_gate_fast_naming_it(host, server, converged
 
 def test_crash_loop_rolls_back_to_the_previous_healthy_definition(host, server, converged_redis):
     redis_cli(host, "set", "rpa-test:gate", "before-the-broken-definition")
-    fragment = host.file("/opt/rpa-engine/compose.d/redis.yml").content_string
-    compose = host.file("/opt/rpa-engine/docker-compose.yml").content_string
+    fragment = host.file(f"{PROJECT_DIR}/compose.d/redis.yml").content_string
+    compose = host.file(f"{PROJECT_DIR}/docker-compose.yml").content_string
     # Real health check: start_period 10 s, interval 5 s; rollback adds its own gate.
     proc, data = run_playbook(BROKEN, "-e", "broken_kind=crash broken_rollback=true")
     assert proc.returncode != 0
@@ -91,8 +91,8 @@ def test_crash_loop_rolls_back_to_the_previous_healthy_definition(host, server, 
     live = redis(host)
     assert live["State"]["Health"]["Status"] == "healthy"
     assert live["Config"]["Cmd"] == converged_redis["Config"]["Cmd"]
-    assert host.file("/opt/rpa-engine/compose.d/redis.yml").content_string == fragment
-    assert host.file("/opt/rpa-engine/docker-compose.yml").content_string == compose
+    assert host.file(f"{PROJECT_DIR}/compose.d/redis.yml").content_string == fragment
+    assert host.file(f"{PROJECT_DIR}/docker-compose.yml").content_string == compose
     try:
         assert redis_cli(host, "get", "rpa-test:gate") == "before-the-broken-definition"
     finally:
@@ -104,14 +104,12 @@ def gate_result(data: dict, host: str, task: str) -> dict:
     return find_task(data, task)["hosts"][host]
 
 
-COMPOSE = ("docker compose --project-directory /opt/rpa-engine -f /opt/rpa-engine/docker-compose.yml "
-           "--env-file /opt/rpa-engine/.env")
 REDIS_GATE = "redis : Ensure Redis runs the rendered definition and is healthy."
 
 
 def test_check_mode_reports_what_would_be_recreated_and_touches_nothing(host, server, converged_redis):
     before_id = converged_redis["Id"]
-    compose = host.file("/opt/rpa-engine/docker-compose.yml").content_string
+    compose = host.file(f"{PROJECT_DIR}/docker-compose.yml").content_string
     proc, data = run_site("--tags", "redis", "--check", "--diff", "-e", "redis_maxmemory=200mb")
     assert proc.returncode == 0, proc.stdout[-3000:]
     result = gate_result(data, server["name"], REDIS_GATE)
@@ -121,11 +119,11 @@ def test_check_mode_reports_what_would_be_recreated_and_touches_nothing(host, se
     diff = json.dumps(result.get("diff", {}))
     assert "redis-" in diff and ".conf" in diff
     assert redis(host)["Id"] == before_id
-    assert host.file("/opt/rpa-engine/docker-compose.yml").content_string == compose
+    assert host.file(f"{PROJECT_DIR}/docker-compose.yml").content_string == compose
 
 
 def test_a_change_recreates_only_the_changed_service(host, server, converged_redis):
-    others = {s: json.loads(host.check_output(f"docker inspect rpa-engine-{s}-1"))[0]["Id"]
+    others = {s: json.loads(host.check_output(f"docker inspect {cname(s)}"))[0]["Id"]
               for s in ("postgres", "pgbouncer")}
     proc, data = run_site("--tags", "redis,postgres", "-e", "redis_maxmemory=200mb")
     assert proc.returncode == 0, proc.stdout[-3000:]
@@ -135,18 +133,18 @@ def test_a_change_recreates_only_the_changed_service(host, server, converged_red
     assert redis(host)["Id"] != converged_redis["Id"]
     assert redis_cli(host, "config", "get", "maxmemory").split()[-1] == str(200 * 1024 * 1024)  # Redis: mb = MiB
     for s, cid in others.items():
-        assert json.loads(host.check_output(f"docker inspect rpa-engine-{s}-1"))[0]["Id"] == cid, s
+        assert json.loads(host.check_output(f"docker inspect {cname(s)}"))[0]["Id"] == cid, s
 
 
 def test_a_stored_fragment_brings_stopped_services_back(host, server):
     """restore.yml's way to restart the writers: the stored fragment, no definition given."""
-    compose = host.file("/opt/rpa-engine/docker-compose.yml").content_string
+    compose = host.file(f"{PROJECT_DIR}/docker-compose.yml").content_string
     host.check_output(f"{COMPOSE} stop redis-exporter")
     proc, data = run_playbook("molecule/default/tests/files/reapply_fragment.yml")
     assert proc.returncode == 0, proc.stdout[-3000:]
     result = gate_result(data, server["name"], "Bring the stopped services of the stored fragment back.")
     assert result["started"] == ["redis-exporter"] and result["recreated"] == [], result
     assert result["files_changed"] == []
-    state = json.loads(host.check_output("docker inspect rpa-engine-redis-exporter-1"))[0]["State"]
+    state = json.loads(host.check_output(f"docker inspect {cname('redis-exporter')}"))[0]["State"]
     assert state["Health"]["Status"] == "healthy"
-    assert host.file("/opt/rpa-engine/docker-compose.yml").content_string == compose
+    assert host.file(f"{PROJECT_DIR}/docker-compose.yml").content_string == compose

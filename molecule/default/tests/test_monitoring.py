@@ -16,16 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import probe_from_outside, put_file, run_site, secret
+from conftest import PROJECT_DIR, cname, probe_from_outside, put_file, run_site, secret
 
 PORTS = {"prometheus": 9090, "grafana": 3001, "cadvisor": 8080, "node-exporter": 9100}
 # A page each serves without a login, with 200 (the same in the real images and the stand-ins).
 HEALTH_PATHS = {"prometheus": "/-/ready", "grafana": "/api/health", "cadvisor": "/metrics", "node-exporter": "/metrics"}
-RULES = "/opt/rpa-engine/config/monitoring/prometheus/rules/rpa-engine.yml"
+RULES = f"{PROJECT_DIR}/config/monitoring/prometheus/rules/rpa-engine.yml"
 # The jobs the role itself configures (the inventories add "backend" through
 # monitoring_extra_scrape_configs).
 ROLE_JOBS = {"prometheus", "node", "cadvisor", "postgres", "pgbouncer", "redis", "caddy", "tls"}
-PROM_CFG = "/opt/rpa-engine/config/monitoring/prometheus/prometheus.yml"
+PROM_CFG = f"{PROJECT_DIR}/config/monitoring/prometheus/prometheus.yml"
 
 
 def prom(host, path: str) -> dict:
@@ -82,9 +82,9 @@ def test_tls_probe_reports_the_live_certificate_expiry(host):
 
 
 def test_promtool_accepts_the_live_config_and_rules(host):
-    for check in (f"check config {PROM_CFG.replace('/opt/rpa-engine/config/monitoring/prometheus', '/etc/prometheus')}",
+    for check in (f"check config {PROM_CFG.replace('{PROJECT_DIR}/config/monitoring/prometheus', '/etc/prometheus')}",
                   "check rules /etc/prometheus/rules/rpa-engine.yml"):
-        res = host.run(f"docker exec rpa-engine-prometheus-1 promtool {check}")
+        res = host.run(f"docker exec {cname('prometheus')} promtool {check}")
         assert res.rc == 0, res.stdout + res.stderr
         assert "SUCCESS" in res.stdout + res.stderr
 
@@ -122,7 +122,7 @@ def test_a_failing_target_fires_target_down(host):
         alert = wait_for(firing, 90, "TargetDown for the deliberately failing target did not fire")[0]
         assert alert["labels"]["severity"] == "critical"
         # Only the broken target: the real ones stay up.
-        assert {job: h for job, h in targets(host).items() if job != "deliberately-down"} == \
+        assert {job: h for job, h in targets(host).items() if job != "deliberately-down"} ==\
             {job: "up" for job in ROLE_JOBS}
     finally:
         proc, _ = run_site("--tags", "monitoring")
@@ -137,7 +137,7 @@ def test_port_is_bound_to_loopback_only(host, server, service):
                  if line.split()[3].endswith(f":{port}")]
     assert listeners == [f"127.0.0.1:{port}"], listeners
     bindings = json.loads(host.check_output(
-        f"docker inspect --format '{{{{json .HostConfig.PortBindings}}}}' rpa-engine-{service}-1"))
+        f"docker inspect --format '{{{{json .HostConfig.PortBindings}}}}' {cname(service)}"))
     assert [b["HostIp"] for spec in bindings.values() for b in spec] == ["127.0.0.1"], bindings
     # Inside, the service itself answers ...
     code = host.check_output(f"curl -s -o /dev/null --max-time 5 -w '%{{http_code}}' "
@@ -157,10 +157,10 @@ def test_node_exporter_serves_the_backup_metrics_to_prometheus(host):
 def test_cadvisor_reports_real_container_metrics(host):
     metrics = host.check_output("curl -fsS http://127.0.0.1:8080/metrics")
     redis = [line for line in metrics.splitlines()
-             if line.startswith("container_memory_usage_bytes{") and 'name="rpa-engine-redis-1"' in line]
+             if line.startswith("container_memory_usage_bytes{") and f'name="{cname("redis")}"' in line]
     assert redis and float(redis[0].rsplit(" ", 1)[1]) > 1e6, redis
     limit = [line for line in metrics.splitlines()
-             if line.startswith("container_spec_memory_limit_bytes{") and 'name="rpa-engine-redis-1"' in line]
+             if line.startswith("container_spec_memory_limit_bytes{") and f'name="{cname("redis")}"' in line]
     assert float(limit[0].rsplit(" ", 1)[1]) == 384 * 1024 * 1024
 
 
@@ -190,7 +190,7 @@ def test_grafana_provisioning_is_loaded_and_its_datasource_resolves(host):
     assert {d["uid"] for d in json.loads(body)} == {"rpa-host", "rpa-containers", "rpa-postgres",
                                                      "rpa-redis-celery", "rpa-backups"}
     # The datasource URL, from the Grafana container on the project network.
-    res = host.run("docker exec rpa-engine-grafana-1 wget -q -O - http://prometheus:9090/-/ready")
+    res = host.run(f"docker exec {cname('grafana')} wget -q -O - http://prometheus:9090/-/ready")
     assert res.rc == 0 and "Ready" in res.stdout, res.stdout + res.stderr
 
 
@@ -210,7 +210,7 @@ def test_exporters_see_the_data_tier(host):
 
 def test_the_exporters_login_is_read_only(host):
     def su(sql):
-        return host.check_output("docker exec rpa-engine-postgres-1 psql -X -tA -U postgres -d postgres -c "
+        return host.check_output(f"docker exec {cname('postgres')} psql -X -tA -U postgres -d postgres -c "
                                  + json.dumps(sql))
     assert su("select rolsuper, rolcreaterole, rolcreatedb from pg_roles where rolname = 'rpa_monitor'") == "f|f|f"
     assert su("select pg_has_role('rpa_monitor', 'pg_monitor', 'member')") == "t"

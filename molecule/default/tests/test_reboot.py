@@ -6,11 +6,9 @@ import json
 import subprocess
 import time
 
-from conftest import redis_cmd, ssh_argv
+from conftest import COMPOSE, cname, redis_cmd, ssh_argv
 
 
-COMPOSE = ("docker compose --project-directory /opt/rpa-engine -f /opt/rpa-engine/docker-compose.yml "
-           "--env-file /opt/rpa-engine/.env")
 
 
 def remote(server: dict, command: str) -> subprocess.CompletedProcess:
@@ -24,15 +22,15 @@ def test_every_service_is_healthy_within_120_s_of_a_restart(host, server):
     host.check_output(redis_cmd("set", "rpa-test:reboot", "survived"))
     # A reload before the restart: it must not keep the service down afterwards
     # (`docker kill --signal` would have marked it as stopped by hand).
-    host.check_output("docker exec rpa-engine-prometheus-1 sh -c 'kill -HUP 1'")
-    host.check_output("docker exec rpa-engine-pgbouncer-1 sh -c 'kill -HUP 1'")
+    host.check_output(f"docker exec {cname('prometheus')} sh -c 'kill -HUP 1'")
+    host.check_output(f"docker exec {cname('pgbouncer')} sh -c 'kill -HUP 1'")
 
     start = time.monotonic()
     subprocess.run(["docker", "restart", server["name"]], check=True, capture_output=True, timeout=120)
     states = {}
     while time.monotonic() - start < 120:
         res = remote(server, "docker inspect --format '{{json .State}}' "
-                     + " ".join(f"rpa-engine-{s}-1" for s in services) + " 2>/dev/null")
+                     + " ".join(f"{cname(s)}" for s in services) + " 2>/dev/null")
         states = {}
         for service, line in zip(services, res.stdout.splitlines()):
             state = json.loads(line)
@@ -41,7 +39,7 @@ def test_every_service_is_healthy_within_120_s_of_a_restart(host, server):
             break
         time.sleep(3)
     took = time.monotonic() - start
-    assert set(states.values()) == {"healthy"} and len(states) == len(services), \
+    assert set(states.values()) == {"healthy"} and len(states) == len(services),\
         f"after {took:.0f}s: {states}"
 
     res = remote(server, redis_cmd("get", "rpa-test:reboot"))

@@ -1,8 +1,16 @@
-"""Secret rotation (playbooks/rotate-secrets.yml) on the running stack.
+"""Secret rotation (playbooks/rotate-secrets.yml) of every catalogue secret, on the running stack.
 
-The vault is the inventory's own (Molecule's, or the demo's for make verify-demo),
-decrypted on the controller by conftest.vault(). Traffic goes through Caddy's published
-HTTPS port, as a browser's would.
+The vault is the inventory's own (Molecule's, or the demo's for make
+verify-demo), decrypted on the controller by conftest.vault(). Traffic goes
+through Caddy's published HTTPS port, as a browser's would.
+
+The tests run in the order of this file, on one server and one vault, and
+say so: bad input first (nothing changes), then injected failures (the vault
+stays byte-identical), then ONE rotation of every secret under load (the
+module fixture `rotated`) whose outcome the tests after it read secret by
+secret, then what follows a rotation - site.yml changes nothing, a second
+rotation inside a window is refused unless forced, the windows end - and the
+schedule.
 """
 
 from __future__ import annotations
@@ -11,18 +19,28 @@ import hashlib
 import importlib.machinery
 import importlib.util
 import json
+import os
+import shlex
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ROOT, app_login, rotation_file, run_playbook, run_site, ssh_argv, vault, vault_file
+from conftest import (AUTH_REFUSED, PROJECT, ROOT, app_login, cname, rotation_file, run_playbook, run_site, ssh_argv,
+                      vault, vault_file)
 
+CATALOGUE = yaml.safe_load((ROOT / "catalogue" / "secrets.yml").read_text())["secrets"]
+ALL = sorted(CATALOGUE)
+ROTATE = "playbooks/rotate-secrets.yml"
 # bench/zero_downtime's load generator (a script without .py, loaded by path).
 _LOADER = importlib.machinery.SourceFileLoader("zero_downtime", str(ROOT / "bench" / "zero_downtime"))
 ZERO_DOWNTIME = importlib.util.module_from_spec(importlib.util.spec_from_loader("zero_downtime", _LOADER))
 _LOADER.exec_module(ZERO_DOWNTIME)
+JWT = importlib.util.spec_from_file_location("rpa_jwt", ROOT / "filter_plugins" / "rpa_jwt.py")
+rpa_jwt = importlib.util.module_from_spec(JWT)
+JWT.loader.exec_module(rpa_jwt)
 
 
 def published_https(server: dict) -> int:
@@ -31,80 +49,65 @@ def published_https(server: dict) -> int:
     return int(out.splitlines()[0].rsplit(":", 1)[1])
 
 
-def call(host, method: str, path: str, token: str | None = None, port: int = 8000) -> tuple[int, dict]:
-    """A request from inside the server; the token travels in a 0600 file, not on a command line."""
-    header = ""
-    if token:
-        host.run("install -d -m 0700 /root/.rpa-test")
-        host.run(f"umask 077; cat > /root/.rpa-test/auth <<'EOF'\nAuthorization: Bearer {token}\nEOF")
-        header = "-H @/root/.rpa-test/auth"
-    res = host.run(f"curl -sS -X {method} {header} -w '\\n%{{http_code}}' http://127.0.0.1:{port}{path}")
-    host.run("rm -f /root/.rpa-test/auth")
-    body, _, code = res.stdout.rpartition("\n")
+def remote(server: dict, command: str, stdin: str = "") -> subprocess.CompletedProcess:
+    """A command in the server; secrets travel on stdin only."""
+    return subprocess.run(ssh_argv(server, command), input=stdin, capture_output=True, text=True, timeout=60)
+
+
+def http_status(server: dict, url: str, header: str = "", method: str = "GET") -> int:
+    """The status of a request from inside the server; a header with a secret goes through a 0600 file.
+
+    https://localhost/... goes to the server's own Caddy (SNI and Host localhost, its local CA).
+    """
+    command = "umask 077; f=$(mktemp); cat > $f; "
+    command += (f"curl -sk --resolve localhost:443:127.0.0.1 -o /dev/null -w '%{{http_code}}' -X {method} "
+                f"-H @$f {shlex.quote(url)}; rm -f $f")
+    return int(remote(server, command, header + "\n").stdout or 0)
+
+
+def bearer(server: dict, token: str, url: str = "http://127.0.0.1:8000/api/me", method: str = "GET") -> int:
+    return http_status(server, url, f"Authorization: Bearer {token}", method)
+
+
+def basic(server: dict, url: str, user: str, password: str) -> int:
+    import base64
+    return http_status(server, url, "Authorization: Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+
+
+def jwt_status(server: dict, key: str) -> tuple[int, bool | None]:
+    """(status, previous_key) of /api/me for a token signed with key."""
+    token = rpa_jwt.rpa_jwt_token(key, sub="tester", minutes=5)
+    command = ("umask 077; f=$(mktemp); cat > $f; curl -s -H @$f -w '\\n%{http_code}' "
+               "http://127.0.0.1:8000/api/me; rm -f $f")
+    out = remote(server, command, f"Authorization: Bearer {token}\n").stdout
+    body, _, code = out.rpartition("\n")
     try:
-        return int(code), json.loads(body) if body.strip() else {}
-    except json.JSONDecodeError:
-        return int(code), {"raw": body}
-
-
-def token(host) -> str:
-    status, body = call(host, "POST", "/api/token")
-    assert status == 200, body
-    return body["token"]
-
-
-def digest(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "absent"
-
-
-def rotate(*extra: str, verbose: bool = False, names: tuple[str, ...] = ("jwt_secret",)):
-    args = ["-e", json.dumps({"rpa_rotate": list(names)}), *extra]
-    if verbose:
-        return run_playbook("playbooks/rotate-secrets.yml", "-vvv", *args, human=True)
-    return run_playbook("playbooks/rotate-secrets.yml", *args)
-
-
-def rotate_under_load(server: dict, name: str, paths: tuple[str, ...]):
-    """Rotate one secret while 4 HTTPS clients hit paths through Caddy; the load and the run."""
-    with ZERO_DOWNTIME.Load(published_https(server), clients=4, paths=paths) as load:
-        ZERO_DOWNTIME.wait_sent(load, 50)
-        proc, data = run_playbook("playbooks/rotate-secrets.yml", "-e", json.dumps({"rpa_rotate": [name]}))
-        sent_during = load.sent
-        ZERO_DOWNTIME.wait_sent(load, load.sent + 50)
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    assert sent_during >= 200, f"too little traffic to judge: {sent_during}"
-    assert (load.non_2xx, load.errors) == (0, 0), (load.sent, load.codes, load.errors)
-    return data
+        return int(code), json.loads(body).get("previous_key")
+    except ValueError:
+        return int(code or 0), None
 
 
 def redis_auth(server: dict, password: str) -> str:
     """redis-cli's answer to AUTH + PING, the password on stdin (never on a command line)."""
-    proc = subprocess.run(ssh_argv(server, "docker exec -i rpa-engine-redis-1 redis-cli"),
-                          input=f"AUTH {password}\nPING\n", capture_output=True, text=True, timeout=30)
-    return proc.stdout.strip()
+    return remote(server, f"docker exec -i {cname('redis')} redis-cli", f"AUTH {password}\nPING\n").stdout.strip()
 
 
-def basic_auth_code(host, url: str, user: str, password: str) -> str:
-    """The HTTP status of url with basic auth; the credentials in a 0600 file, not on a command line."""
-    host.run("install -d -m 0700 /root/.rpa-test")
-    host.run(f"umask 077; printf 'user = \"{user}:%s\"\\n' '{password}' > /root/.rpa-test/basic.curl")
-    code = host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' -K /root/.rpa-test/basic.curl {url}")
-    host.run("rm -f /root/.rpa-test/basic.curl")
-    return code
-
-
-def pg_login(server: dict, login: str, password: str, via: tuple[str, str] = ("pgbouncer", "6432")):
-    """psql as login through via; the password on stdin, handed to docker exec by name only."""
+def pg_login(server: dict, login: str, password: str, via: str = "pgbouncer") -> tuple[int, str]:
+    """psql as login through PgBouncer or straight at Postgres; the password on stdin, given to docker by name."""
+    host, port = ("pgbouncer", "6432") if via == "pgbouncer" else ("postgres", "5432")
     command = (f"read -r PGPASSWORD; export PGPASSWORD; docker exec -e PGPASSWORD -e PGCONNECT_TIMEOUT=5 "
-               f"rpa-engine-postgres-1 psql -X -tA -h {via[0]} -p {via[1]} -U {login} -d rpa_engine "
-               f"-c 'select current_user'")
-    proc = subprocess.run(ssh_argv(server, command), input=password + "\n", capture_output=True, text=True,
-                          timeout=30)
+               f"{cname('postgres')} psql -X -tA -h {host} -p {port} -U {login} -d rpa_engine -c 'select current_user'")
+    proc = remote(server, command, password + "\n")
     return proc.returncode, proc.stdout.strip() or proc.stderr.strip()
 
 
+def refused(result: tuple[int, str]) -> bool:
+    """Refused by authentication itself - not a connection error, a timeout or a missing database."""
+    return result[0] != 0 and bool(AUTH_REFUSED.search(result[1]))
+
+
 def can_login(host, role: str) -> str:
-    return host.check_output("docker exec rpa-engine-postgres-1 psql -X -tA -U postgres -c "
+    return host.check_output(f"docker exec {cname('postgres')} psql -X -tA -U postgres -c "
                              f"\"select rolcanlogin, rolpassword is not null from pg_authid where rolname = '{role}'\"")
 
 
@@ -112,191 +115,294 @@ def other_login(login: str) -> str:
     return "rpa_engine" if login == "rpa_engine_alt" else "rpa_engine_alt"
 
 
-def end_grace(name: str) -> None:
-    """What the clock would do one token lifetime later: the window in rotation.yml is over."""
+def started_at(host, service: str) -> str:
+    return host.check_output(f"docker inspect -f '{{{{.State.StartedAt}}}}' {cname(service)}")
+
+
+def healthy(host, service: str) -> bool:
+    return host.check_output(f"docker inspect -f '{{{{.State.Health.Status}}}}' {cname(service)}") == "healthy"
+
+
+def exporter_metric(host, exporter: str, port: int, metric: str) -> str:
+    text = host.check_output(f"docker exec {cname(exporter)} wget -qO- http://127.0.0.1:{port}/metrics")
+    return next((line.split()[1] for line in text.splitlines() if line.startswith(metric + " ")), "absent")
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "absent"
+
+
+def rotate(names, *extra: str, **kw):
+    return run_playbook(ROTATE, "-e", json.dumps({"rpa_rotate": list(names)}), *extra, **kw)
+
+
+def failed_tasks(data: dict) -> list[tuple[str, str]]:
+    return [(t["task"]["name"], r.get("msg", "")) for p in data["plays"] for t in p["tasks"]
+            for r in t["hosts"].values() if r.get("failed")]
+
+
+def end_windows(*keys: str) -> None:
+    """What the clock would do one window later: the previous values' windows in rotation.yml are over."""
     data = yaml.safe_load(rotation_file().read_text())
-    data["rpa_secret_rotation"][name]["previous_until"] = int(time.time()) - 1
+    for key in keys:
+        data["rpa_secret_rotation"][key]["previous_until"] = int(time.time()) - 1
     rotation_file().write_text("---\n" + yaml.safe_dump(data))
 
 
-@pytest.mark.parametrize("step", ["set", "test"])
-def test_a_failure_rolls_back_and_leaves_the_vault_unchanged(host, server, step):
+def stats_changed(data: dict) -> int:
+    return sum(s["changed"] for s in data["stats"].values())
+
+
+# ------------------------------------------------------------ bad input: nothing changes
+
+def test_an_unknown_secret_is_refused_before_anything_changes():
+    before = digest(vault_file())
+    proc, data = rotate(["root_password"])
+    assert proc.returncode != 0
+    [(task, msg)] = failed_tasks(data)
+    assert task.startswith("Ensure the rotation request names secrets of the catalogue"), task
+    assert "rpa_rotate" in msg and '"jwt_secret"' in msg, msg
+    assert stats_changed(data) == 0 and digest(vault_file()) == before
+
+
+def test_a_supplied_value_that_fails_its_policy_is_refused_before_anything_changes():
+    before = digest(vault_file())
+    proc, data = rotate(["redis_password"], "-e", json.dumps({"rpa_rotation_values": {"redis_password": "short"}}))
+    assert proc.returncode != 0
+    [(task, msg)] = failed_tasks(data)
+    assert task.startswith("Create:"), task
+    assert stats_changed(data) == 0 and digest(vault_file()) == before
+
+
+def test_a_catalogue_entry_without_an_owner_is_refused_before_anything_changes(tmp_path):
+    broken = yaml.safe_load((ROOT / "catalogue" / "secrets.yml").read_text())
+    del broken["secrets"]["flower_password"]["owner"]
+    (tmp_path / "secrets.yml").write_text(yaml.safe_dump(broken))
+    before = digest(vault_file())
+    proc, data = rotate(["flower_password"], env_extra={"RPA_SECRET_CATALOGUE": str(tmp_path / "secrets.yml")})
+    assert proc.returncode != 0
+    assert "flower_password: has no owner" in proc.stdout, proc.stdout[-2000:]
+    assert stats_changed(data) == 0 and digest(vault_file()) == before
+
+
+# ------------------------------------------------------------ injected failures: nothing lost
+
+@pytest.mark.parametrize(("step", "names"), [
+    # After set: the data tier and the JWT key, the secrets whose rollback moves clients back.
+    ("set", ["jwt_secret", "redis_password", "postgres_app_password"]),
+    # After test: every secret.
+    ("test", ALL),
+])
+def test_a_failure_rolls_back_and_leaves_the_vault_unchanged(host, server, step, names):
     before = {"vault": digest(vault_file()), "rotation": digest(rotation_file())}
-    vault_before = vault()
-    key_before = vault_before["vault_jwt_secret"]
-    login = app_login()
-    issued = token(host)
-    proc, data = rotate("-e", f"rpa_rotation_fail_at={step}",
-                        names=("jwt_secret", "redis_password", "postgres_app_password", "grafana_admin_password"))
+    old, login = vault(), app_login()
+    proc, data = rotate(names, "-e", f"rpa_rotation_fail_at={step}")
     assert proc.returncode != 0, "an injected failure was not reported"
-    failed = [r for p in data["plays"] for t in p["tasks"] for h, r in t["hosts"].items() if r.get("failed")]
-    # Failed where the switch said, not earlier: the set step (or the test step) really ran.
-    injected = f'failed at "Fail on purpose after the {step} step (tests only)."'
-    assert any(injected in r.get("msg", "") and "vault is unchanged" in r.get("msg", "") for r in failed), failed
+    # Failed exactly where the switch said - the step itself ran - and reported it; nothing else failed.
+    injected = f"Fail on purpose after the {step} step (tests only)."
+    assert [t for t, _ in failed_tasks(data)] == [injected, "Report the failed rotation."], failed_tasks(data)
+    assert f'failed at "{injected}"' in failed_tasks(data)[1][1] and "vault is unchanged" in failed_tasks(data)[1][1]
     assert {"vault": digest(vault_file()), "rotation": digest(rotation_file())} == before
-    assert vault()["vault_jwt_secret"] == key_before
-    # The stack is back on the vault's key: a token from before is valid, and not as "previous".
-    status, body = call(host, "GET", "/api/me", issued)
-    assert (status, body.get("previous_key")) == (200, False), (status, body)
-    # The data tier takes the vault's passwords only: nobody locked out, nothing new let in.
-    assert redis_auth(server, vault_before["vault_redis_password"]) == "OK\nPONG"
-    for via in (("pgbouncer", "6432"), ("postgres", "5432")):
-        assert pg_login(server, login, vault_before["vault_postgres_app_password"], via) == (0, "rpa_engine"), via
+    # The stack is on the vault's values again: the old ones work, nothing new gets in.
+    assert jwt_status(server, old["vault_jwt_secret"]) == (200, False)
+    assert redis_auth(server, old["vault_redis_password"]) == "OK\nPONG"
+    for via in ("pgbouncer", "postgres"):
+        assert pg_login(server, login, old["vault_postgres_app_password"], via) == (0, "rpa_engine"), via
     assert can_login(host, other_login(login)) == "f|f"
-    grafana_user = "http://127.0.0.1:3001/api/user"
-    assert basic_auth_code(host, grafana_user, "admin", vault_before["vault_grafana_admin_password"]) == "200"
-    for service in ("backend", "celery-worker", "deployer", "redis-exporter"):
-        assert host.check_output(f"docker inspect -f '{{{{.State.Health.Status}}}}' rpa-engine-{service}-1") == "healthy"
-    assert call(host, "GET", "/api/health")[1].get("database") == "ok"
+    if step == "test":
+        assert basic(server, "http://127.0.0.1:3001/api/user", "admin", old["vault_grafana_admin_password"]) == 200
+        assert basic(server, "http://127.0.0.1:5555/api/workers", "admin", old["vault_flower_password"]) == 200
+        assert bearer(server, old["vault_deploy_token"], "http://127.0.0.1:9000/deploy/rpa-test-probe", "POST") == 403
+        assert pg_login(server, "postgres", old["vault_postgres_superuser_password"], "postgres") == (0, "postgres")
+        assert pg_login(server, "rpa_monitor", old["vault_postgres_monitor_password"]) == (0, "rpa_monitor")
+    for service in ("backend", "celery-worker", "deployer", "redis-exporter", "postgres-exporter"):
+        assert healthy(host, service), service
 
 
-def test_jwt_rotation_serves_every_request_and_honours_old_tokens(host, server):
-    old_key = vault()["vault_jwt_secret"]
-    issued = token(host)
-    with ZERO_DOWNTIME.Load(published_https(server), clients=4) as load:
-        ZERO_DOWNTIME.wait_sent(load, 50)
-        proc, data = rotate()
-        sent_during = load.sent
-        ZERO_DOWNTIME.wait_sent(load, load.sent + 50)
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    assert sent_during >= 200, f"too little traffic to judge: {sent_during}"
+# ------------------------------------------------------------ every secret at once, under load
+
+@pytest.fixture(scope="module")
+def rotated(host, server):
+    """One rotation of every catalogue secret while 4 HTTPS clients use the database and Redis through Caddy.
+
+    A redis-cli client logged in with the old password stays connected throughout: Redis takes the new
+    ACL in place. Returns what the tests after it compare with.
+    """
+    old, login = vault(), app_login()
+    before = {"grafana": started_at(host, "grafana"), "redis": started_at(host, "redis"),
+              "postgres": started_at(host, "postgres")}
+    watcher = "rpa-test-redis-watcher"
+    host.run(f"docker rm -f {watcher}")
+    remote(server, f"read -r REDISCLI_AUTH; export REDISCLI_AUTH; docker run -d --name {watcher} "
+                   f"--network {PROJECT}_default -e REDISCLI_AUTH rpa-testbed/redis:latest "
+                   f"redis-cli -h redis -r -1 -i 0.5 ping", old["vault_redis_password"] + "\n")
+    try:
+        with ZERO_DOWNTIME.Load(published_https(server), clients=4, paths=("/api/items", "/api/beat")) as load:
+            ZERO_DOWNTIME.wait_sent(load, 50)
+            pings_before = host.check_output(f"docker logs {watcher} 2>&1").count("PONG")
+            proc, data = rotate(ALL)
+            sent_during = load.sent
+            ZERO_DOWNTIME.wait_sent(load, load.sent + 50)
+        watcher_state = json.loads(host.check_output(f"docker inspect {watcher}"))[0]["State"]
+        watcher_log = host.check_output(f"docker logs {watcher} 2>&1")
+    finally:
+        host.run(f"docker rm -f {watcher}")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    return {"old": old, "new": vault(), "login": login, "before": before, "data": data, "load": load,
+            "sent_during": sent_during, "watcher": (watcher_state, watcher_log, pings_before)}
+
+
+def test_every_request_is_served_while_every_secret_rotates(rotated):
+    load = rotated["load"]
+    assert rotated["sent_during"] >= 200, f"too little traffic to judge: {rotated['sent_during']}"
     assert (load.non_2xx, load.errors) == (0, 0), (load.sent, load.codes, load.errors)
-    # The vault on the controller holds the new key, and the old one as previous.
-    v = vault()
-    assert v["vault_jwt_secret"] != old_key and len(v["vault_jwt_secret"]) == 48
-    assert v["vault_jwt_secret_previous"] == old_key
-    # Only the name is reported, never the value.
-    report = json.dumps(data)
-    assert "Rotated vault_jwt_secret" in report
-    assert v["vault_jwt_secret"] not in report and old_key not in report
-    # Within the grace window: the old token still works (as previous), a new one works.
-    status, body = call(host, "GET", "/api/me", issued)
-    assert (status, body.get("sub"), body.get("previous_key")) == (200, "tester", True), (status, body)
-    assert call(host, "GET", "/api/me", token(host))[1]["previous_key"] is False
-    # A following site.yml run agrees with the rotation: nothing to change.
-    proc, data = run_site()
-    assert proc.returncode == 0 and data["stats"][server["name"]]["changed"] == 0, data["stats"]
-    # After the window: site.yml drops the previous key, and the old token is refused.
-    end_grace("vault_jwt_secret")
-    proc, data = run_site("--tags", "app")
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    assert call(host, "GET", "/api/me", issued)[0] == 401
-    assert call(host, "GET", "/api/me", token(host))[0] == 200
-    proc, data = run_site("--tags", "app")
-    assert data["stats"][server["name"]]["changed"] == 0, data["stats"]
 
 
-def test_deploy_token_rotation_keeps_an_overlap(host, server):
-    old = vault()["vault_deploy_token"]
-    proc, _ = run_playbook("playbooks/rotate-secrets.yml", "-e", json.dumps({"rpa_rotate": ["deploy_token"]}))
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    new = vault()["vault_deploy_token"]
-    assert new != old
+def test_the_vault_holds_every_new_value_and_the_report_names_no_value(rotated):
+    old, new = rotated["old"], rotated["new"]
+    report = json.dumps(rotated["data"])
+    for name, entry in CATALOGUE.items():
+        key = entry["vault_key"]
+        assert new[key] != old[key] and len(new[key]) == entry["length"], name
+        assert new[key] not in report and old[key] not in report, f"{name}'s value is in the output"
+        assert key in report, f"{key} is not named in the report"
+        # Only secrets with a window keep their previous value.
+        assert (f"{key}_previous" in new) == (entry["overlap"] == "window"), name
+    assert new["vault_jwt_secret_previous"] == old["vault_jwt_secret"]
+    assert new["vault_postgres_app_login"] == other_login(rotated["login"])
+
+
+def test_jwt_tokens_of_both_keys_are_taken_within_the_window(server, rotated):
+    assert jwt_status(server, rotated["new"]["vault_jwt_secret"]) == (200, False)
+    assert jwt_status(server, rotated["old"]["vault_jwt_secret"]) == (200, True)
+
+
+def test_the_deployer_takes_both_tokens_within_the_window(server, rotated):
+    probe = "http://127.0.0.1:9000/deploy/rpa-test-probe"
     # 403: the token was accepted and the unknown service refused; 401: the token was refused.
-    assert call(host, "POST", "/deploy/rpa-test-probe", new, port=9000)[0] == 403
-    assert call(host, "POST", "/deploy/rpa-test-probe", old, port=9000)[0] == 403
-    end_grace("vault_deploy_token")
-    proc, _ = run_site("--tags", "app")
-    assert proc.returncode == 0
-    assert call(host, "POST", "/deploy/rpa-test-probe", old, port=9000)[0] == 401
-    assert call(host, "POST", "/deploy/rpa-test-probe", new, port=9000)[0] == 403
+    assert bearer(server, rotated["new"]["vault_deploy_token"], probe, "POST") == 403
+    assert bearer(server, rotated["old"]["vault_deploy_token"], probe, "POST") == 403
 
 
-def test_flower_password_rotation_refuses_the_old_one_at_once(host):
-    old = vault()["vault_flower_password"]
-    proc, _ = run_playbook("playbooks/rotate-secrets.yml", "-e", json.dumps({"rpa_rotate": ["flower_password"]}))
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    v = vault()
-    assert v["vault_flower_password"] != old and "vault_flower_password_previous" not in v
-
-    assert basic_auth_code(host, "http://127.0.0.1:5555/api/workers", "admin", v["vault_flower_password"]) == "200"
-    assert basic_auth_code(host, "http://127.0.0.1:5555/api/workers", "admin", old) == "401"
-
-
-def test_grafana_admin_password_rotation_refuses_the_old_one_without_a_restart(host, server):
-    old = vault()["vault_grafana_admin_password"]
-    started = host.check_output("docker inspect -f '{{.State.StartedAt}}' rpa-engine-grafana-1")
-    proc, _ = run_playbook("playbooks/rotate-secrets.yml", "-e", json.dumps({"rpa_rotate": ["grafana_admin_password"]}))
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    v = vault()
-    new = v["vault_grafana_admin_password"]
-    assert new != old and "vault_grafana_admin_password_previous" not in v
-    assert basic_auth_code(host, "http://127.0.0.1:3001/api/user", "admin", new) == "200"
-    assert basic_auth_code(host, "http://127.0.0.1:3001/api/user", "admin", old) == "401"
+def test_operator_logins_refuse_the_old_password_at_once(host, server, rotated):
+    old, new = rotated["old"], rotated["new"]
+    for url, user, key in (("http://127.0.0.1:5555/api/workers", "admin", "vault_flower_password"),
+                           ("http://127.0.0.1:3001/api/user", "admin", "vault_grafana_admin_password"),
+                           ("https://localhost/grafana/api/health", "ops", "vault_caddy_grafana_password")):
+        assert basic(server, url, user, new[key]) == 200, key
+        assert basic(server, url, user, old[key]) == 401, key
     # Set in Grafana's own database: Grafana kept running.
-    assert host.check_output("docker inspect -f '{{.State.StartedAt}}' rpa-engine-grafana-1") == started
-    proc, data = run_site("--tags", "monitoring")
-    assert proc.returncode == 0 and data["stats"][server["name"]]["changed"] == 0, data["stats"]
+    assert started_at(host, "grafana") == rotated["before"]["grafana"]
 
 
-def test_redis_password_rotation_serves_every_request_then_refuses_the_old_one(host, server):
-    old = vault()["vault_redis_password"]
-    started = host.check_output("docker inspect -f '{{.State.StartedAt}}' rpa-engine-redis-1")
-    # /api/beat reads Redis, /api/items Postgres: the backend's Redis clients move mid-load.
-    data = rotate_under_load(server, "redis_password", ("/api/beat", "/api/items"))
-    new = vault()["vault_redis_password"]
-    assert new != old and len(new) == 32 and "vault_redis_password_previous" not in vault()
-    assert "Rotated vault_redis_password" in json.dumps(data)
-    assert new not in json.dumps(data) and old not in json.dumps(data)
-    assert redis_auth(server, new) == "OK\nPONG"
-    assert "WRONGPASS" in redis_auth(server, old)
-    # The new ACL was loaded in place: Redis itself was not restarted.
-    assert host.check_output("docker inspect -f '{{.State.StartedAt}}' rpa-engine-redis-1") == started
-    for service in ("backend", "celery-worker", "celery-beat", "redis-exporter"):
-        assert host.check_output(f"docker inspect -f '{{{{.State.Health.Status}}}}' rpa-engine-{service}-1") == "healthy"
-    # The exporter logs in with the new password too.
-    metrics = host.check_output("docker exec rpa-engine-redis-exporter-1 wget -qO- http://127.0.0.1:9121/metrics")
-    assert "\nredis_up 1\n" in metrics
-    proc, data = run_site()
-    assert proc.returncode == 0 and data["stats"][server["name"]]["changed"] == 0, data["stats"]
+def test_redis_takes_the_new_password_in_place_and_keeps_its_clients(host, server, rotated):
+    old, new = rotated["old"], rotated["new"]
+    assert redis_auth(server, new["vault_redis_password"]) == "OK\nPONG"
+    assert "WRONGPASS" in redis_auth(server, old["vault_redis_password"])
+    # The new ACL was loaded in place: Redis was not restarted, and the client that logged in with the
+    # old password before the rotation stayed connected and kept getting answers.
+    assert started_at(host, "redis") == rotated["before"]["redis"]
+    state, log, pings_before = rotated["watcher"]
+    assert state["Running"], log[-500:]
+    assert log.count("PONG") > pings_before + 4 and "Error" not in log and "NOAUTH" not in log, log[-500:]
+    assert exporter_metric(host, "redis-exporter", 9121, "redis_up") == "1"
 
 
-def test_postgres_password_rotation_serves_every_request_and_alternates_logins(host, server):
-    old, login = vault()["vault_postgres_app_password"], app_login()
-    data = rotate_under_load(server, "postgres_app_password", ("/api/items",))
-    v = vault()
-    new, new_login = v["vault_postgres_app_password"], v["vault_postgres_app_login"]
-    assert new != old and len(new) == 32 and new_login == other_login(login)
-    assert "vault_postgres_app_password_previous" not in v
-    assert new not in json.dumps(data) and old not in json.dumps(data)
-    # New accepted, through PgBouncer and straight to Postgres; both act as the owner role.
-    for via in (("pgbouncer", "6432"), ("postgres", "5432")):
-        assert pg_login(server, new_login, new, via) == (0, "rpa_engine"), via
-        rc, out = pg_login(server, login, old, via)
-        assert rc != 0, (via, out)
+def test_the_app_login_moves_to_the_other_login_and_the_old_one_is_locked(host, server, rotated):
+    old, new, login = rotated["old"], rotated["new"], rotated["login"]
+    new_login = new["vault_postgres_app_login"]
+    for via in ("pgbouncer", "postgres"):
+        assert pg_login(server, new_login, new["vault_postgres_app_password"], via) == (0, "rpa_engine"), via
+        assert refused(pg_login(server, login, old["vault_postgres_app_password"], via)), via
     assert can_login(host, login) == "f|f" and can_login(host, new_login) == "t|t"
-    assert call(host, "GET", "/api/health")[1].get("database") == "ok"
+
+
+def test_the_superuser_and_monitoring_passwords_are_the_new_ones(host, server, rotated):
+    old, new = rotated["old"], rotated["new"]
+    assert pg_login(server, "postgres", new["vault_postgres_superuser_password"], "postgres") == (0, "postgres")
+    assert refused(pg_login(server, "postgres", old["vault_postgres_superuser_password"], "postgres"))
+    assert pg_login(server, "rpa_monitor", new["vault_postgres_monitor_password"]) == (0, "rpa_monitor")
+    assert refused(pg_login(server, "rpa_monitor", old["vault_postgres_monitor_password"]))
+    # Postgres itself was not restarted (its first-start seed is a file, not its environment), and the
+    # exporters log in with the new password.
+    assert started_at(host, "postgres") == rotated["before"]["postgres"]
+    assert exporter_metric(host, "postgres-exporter", 9187, "pg_up") == "1"
+    assert exporter_metric(host, "pgbouncer-exporter", 9127, "pgbouncer_up") == "1"
+
+
+def test_site_yml_after_the_rotation_changes_nothing(server, rotated):
     proc, data = run_site()
-    assert proc.returncode == 0 and data["stats"][server["name"]]["changed"] == 0, data["stats"]
-    # The next rotation moves back to the first login.
-    proc, _ = run_playbook("playbooks/rotate-secrets.yml", "-e", json.dumps({"rpa_rotate": ["postgres_app_password"]}))
     assert proc.returncode == 0, proc.stdout[-3000:]
-    v = vault()
-    assert v["vault_postgres_app_login"] == login and v["vault_postgres_app_password"] not in (old, new)
-    assert pg_login(server, login, v["vault_postgres_app_password"]) == (0, "rpa_engine")
-    assert pg_login(server, new_login, new, ("postgres", "5432"))[0] != 0
+    assert stats_changed(data) == 0, [t for t in data["plays"]]
 
 
-def test_a_supplied_value_is_used_and_never_printed_at_vvv(host):
+def test_a_rotation_inside_a_window_is_refused_unless_forced_and_then_prints_nothing_at_vvv(server, rotated):
+    """The JWT key and deploy token are inside their windows: refused; forced, at -vvv, with a supplied key,
+    with Redis and the app password (whose login moves back) - and none of the values in the output."""
+    before = digest(vault_file())
+    proc, data = rotate(["jwt_secret"])
+    assert proc.returncode != 0
+    [(task, msg)] = failed_tasks(data)
+    assert task.startswith("Ensure no secret is rotated again while its previous value is still within its window")
+    assert '["jwt_secret"]' in msg and "rpa_rotation_force=true" in msg, msg
+    assert digest(vault_file()) == before
+
     supplied = "Fake-Supplied-Jwt-Key-" + hashlib.sha256(str(time.time()).encode()).hexdigest()[:26]
     names = ("jwt_secret", "redis_password", "postgres_app_password")
-    before = vault()
-    proc, _ = rotate("-e", json.dumps({"rpa_rotation_values": {"jwt_secret": supplied}}), verbose=True, names=names)
+    prior = vault()
+    proc, _ = rotate(names, "-vvv", "-e", "rpa_rotation_force=true",
+                     "-e", json.dumps({"rpa_rotation_values": {"jwt_secret": supplied}}), human=True)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     assert len(output) > 10000  # -vvv really was verbose
     after = vault()
     assert after["vault_jwt_secret"] == supplied
     keys = ("vault_jwt_secret", "vault_redis_password", "vault_postgres_app_password")
-    assert all(after[k] != before[k] for k in keys)
-    leaked = [f"{k} ({when})" for k in keys for when, v in (("old", before), ("new", after)) if v[k] in output]
+    assert all(after[k] != prior[k] for k in keys)
+    leaked = [f"{k} ({when})" for k in keys for when, v in (("old", prior), ("new", after)) if v[k] in output]
     assert not leaked, leaked
+    # The next rotation of the app password moved it back to the first login.
+    assert after["vault_postgres_app_login"] == rotated["login"]
+    assert pg_login(server, rotated["login"], after["vault_postgres_app_password"]) == (0, "rpa_engine")
+    proc, data = run_site("--tags", "postgres,redis,app")
+    assert proc.returncode == 0 and stats_changed(data) == 0, proc.stdout[-2000:]
 
 
-def test_unknown_secret_is_refused_before_anything_changes():
-    before = digest(vault_file())
-    proc, data = run_playbook("playbooks/rotate-secrets.yml", "-e", json.dumps({"rpa_rotate": ["root_password"]}))
-    assert proc.returncode != 0
-    assert "rpa_rotate" in proc.stdout and '"jwt_secret"' in proc.stdout.replace("\\", "")
-    assert data["stats"] and all(s["changed"] == 0 for s in data["stats"].values())
-    assert digest(vault_file()) == before
+def test_the_windows_end_and_site_yml_drops_the_previous_values(server, rotated):
+    new = vault()
+    end_windows("vault_jwt_secret", "vault_deploy_token")
+    proc, data = run_site("--tags", "app")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert jwt_status(server, new["vault_jwt_secret_previous"])[0] == 401
+    assert jwt_status(server, new["vault_jwt_secret"]) == (200, False)
+    probe = "http://127.0.0.1:9000/deploy/rpa-test-probe"
+    assert bearer(server, rotated["old"]["vault_deploy_token"], probe, "POST") == 401
+    assert bearer(server, new["vault_deploy_token"], probe, "POST") == 403
+    proc, data = run_site("--tags", "app")
+    assert stats_changed(data) == 0, proc.stdout[-2000:]
+
+
+# ------------------------------------------------------------ the schedule
+
+def test_a_scheduled_rotation_rotates_what_is_due_and_only_that(rotated):
+    """Every secret was rotated just now except one that the records make 100 days old: with a 90-day
+    limit that one rotates, the others do not; a second run finds nothing due and changes nothing."""
+    data = yaml.safe_load(rotation_file().read_text())
+    now = int(time.time())
+    for name, entry in CATALOGUE.items():
+        data["rpa_secret_rotation"].setdefault(entry["vault_key"], {})["rotated_at"] = now
+    data["rpa_secret_rotation"]["vault_flower_password"]["rotated_at"] = now - 100 * 86400
+    rotation_file().write_text("---\n" + yaml.safe_dump(data))
+    before = vault()
+    proc, result = run_playbook(ROTATE, "-e", "rpa_rotation_max_age_days=90")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    after = vault()
+    changed = sorted(k for k in before if after.get(k) != before[k])
+    assert changed == ["vault_flower_password"], changed
+    assert "Rotated vault_flower_password" in json.dumps(result)
+    digest_before = digest(vault_file())
+    proc, result = run_playbook(ROTATE, "-e", "rpa_rotation_max_age_days=90")
+    assert proc.returncode == 0 and stats_changed(result) == 0
+    assert "nothing to rotate" in json.dumps(result)
+    assert digest(vault_file()) == digest_before
+    assert os.path.exists(rotation_file())

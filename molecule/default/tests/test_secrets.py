@@ -18,19 +18,21 @@ from pathlib import Path
 
 import pytest
 
-from conftest import put_file, run_site, secret, ssh_argv, ssh_run
+from conftest import PROJECT_DIR, put_file, run_site, secret, ssh_argv, ssh_run
 
 SECRETS = ["postgres_app_password", "postgres_superuser_password", "postgres_monitor_password", "redis_password",
            "grafana_admin_password", "app_jwt_secret", "app_deploy_token", "app_flower_password",
            "caddy_grafana_password"]
 # Files a service reads inside its container, owned by its uid (mounted read-only).
-SERVICE_FILES = {"/opt/rpa-engine/config/redis/client.auth": 999,
-                 "/opt/rpa-engine/config/monitoring/grafana/secrets/admin_password": 472}
+SERVICE_FILES = {f"{PROJECT_DIR}/config/redis/client.auth": 999,
+                 f"{PROJECT_DIR}/config/monitoring/grafana/secrets/admin_password": 472,
+                 f"{PROJECT_DIR}/config/postgres/superuser_password": 999}
 # Where each secret must be found (the scan would prove nothing if it missed these).
-EXPECTED = {"grafana_admin_password": "/opt/rpa-engine/config/monitoring/grafana/secrets/admin_password",
-            "redis_password": "/opt/rpa-engine/.env", "postgres_superuser_password": "/opt/rpa-engine/.env",
-            "postgres_monitor_password": "/opt/rpa-engine/.env", "app_jwt_secret": "/opt/rpa-engine/.env",
-            "app_deploy_token": "/opt/rpa-engine/.env", "app_flower_password": "/opt/rpa-engine/.env"}
+EXPECTED = {"grafana_admin_password": f"{PROJECT_DIR}/config/monitoring/grafana/secrets/admin_password",
+            "redis_password": f"{PROJECT_DIR}/.env",
+            "postgres_superuser_password": f"{PROJECT_DIR}/config/postgres/superuser_password",
+            "postgres_monitor_password": f"{PROJECT_DIR}/.env", "app_jwt_secret": f"{PROJECT_DIR}/.env",
+            "app_deploy_token": f"{PROJECT_DIR}/.env", "app_flower_password": f"{PROJECT_DIR}/.env"}
 PLANTED = {"/var/lib/rpa-scan-planted/copy": True, "/run/rpa-scan-planted": True,
            "/root/.rpa-scan-shielded/copy": False}
 SCRIPT = "/root/.rpa-secret-scan/find_secrets.py"
@@ -75,12 +77,13 @@ def test_the_scan_finds_planted_copies_and_tells_exposed_from_shielded(scan):
 def test_secret_is_only_in_files_of_root_or_its_service(scan, name):
     found = [f for f in scan if f["secret"] == name and f["path"] not in PLANTED]
     for f in found:
-        assert not f["exposed"] and f["uid"] in (0, SERVICE_FILES.get(f["path"], 0)), \
+        assert not f["exposed"] and f["uid"] in (0, SERVICE_FILES.get(f["path"], 0)),\
             f"{name} is in {f['path']} (uid {f['uid']}, mode {f['mode']:o}, exposed: {f['exposed']})"
     paths = {f["path"] for f in found}
     if name == "caddy_grafana_password":
         # Only its bcrypt hash reaches the server.
         assert paths == set(), paths
     elif name in EXPECTED:
-        # Interpolated by Compose from .env; Grafana's first-start seed is a file (a rotation restarts nothing).
+        # Interpolated by Compose from .env; Grafana's and Postgres' first-start seeds are files (a rotation
+        # restarts neither).
         assert EXPECTED[name] in paths, paths
