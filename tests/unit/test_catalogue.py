@@ -60,3 +60,21 @@ def test_inventories_map_every_secret_to_its_role_variable():
             if inventory == "demo" and not entry["demo"]:
                 continue
             assert f"{{{{ vault_{entry['vault_key'].removeprefix('vault_')}" in text, (inventory, name)
+
+
+def test_every_owner_and_consumer_has_the_entry_points_with_their_own_specs():
+    roles = {e["owner"] for e in CATALOGUE["secrets"].values()}
+    roles |= {r for e in CATALOGUE["secrets"].values() for r in (e.get("consumers") or {})}
+    for role in sorted(roles):
+        base = ROOT / "roles" / role
+        specs = yaml.safe_load((base / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+        for entry in ("credentials", "verify"):
+            assert (base / "tasks" / f"{entry}.yml").is_file(), f"{role} has no tasks/{entry}.yml"
+            assert entry in specs, f"{role}'s meta/argument_specs.yml has no {entry} entry point"
+        assert "rpa_verify" in specs["verify"]["options"], role
+        # Each variable the catalogue hands to the role is one its credentials entry point takes.
+        for entry in CATALOGUE["secrets"].values():
+            wanted = [entry["variable"]] if entry["owner"] == role else []
+            wanted += [v for r, v in (entry.get("consumers") or {}).items() if r == role]
+            for variable in wanted:
+                assert variable in specs["credentials"]["options"], f"{role} credentials: {variable}"
