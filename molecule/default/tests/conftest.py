@@ -83,9 +83,10 @@ def probe_from_outside(address: str, ports) -> dict[int, str]:
     return states
 
 
-def run_site(*args: str, check_json: bool = True, human: bool = False) -> tuple[subprocess.CompletedProcess, dict]:
+def run_site(*args: str, check_json: bool = True, human: bool = False,
+             env_extra: dict | None = None) -> tuple[subprocess.CompletedProcess, dict]:
     """Run site.yml from the project root against Molecule's inventory, JSON output."""
-    return run_playbook("site.yml", *args, check_json=check_json, human=human)
+    return run_playbook("site.yml", *args, check_json=check_json, human=human, env_extra=env_extra)
 
 
 def run_playbook(playbook: str, *args: str, check_json: bool = True, human: bool = False,

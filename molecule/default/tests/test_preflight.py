@@ -30,6 +30,8 @@ CASES = [
     ("common_unattended_upgrades_reboot_time", "25:00", "not a clock time"),
     ("common_firewall_allowed_tcp_ports", [80, 0], "port 0 in a port list"),
     ("common_firewall_container_tcp_ports", [2020, 65536], "port out of range in a port list"),
+    ("rpa_project_name", "RPA Engine", "not a Compose project name"),
+    ("rpa_project_dir", "opt/rpa-engine", "a relative project directory"),
     ("docker_install_source", "snap", "unknown choice"),
     ("docker_log_max_size", "10 MB", "not a Docker size"),
     ("docker_log_max_file", 0, "out of range"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from conftest import executed_tasks, run_site
@@ -27,3 +29,16 @@ def test_check_diff_on_converged_server_reports_nothing(server):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert data["stats"][server["name"]]["changed"] == 0
     assert data["stats"][server["name"]]["failures"] == 0
+
+
+def test_stock_linear_strategy_still_works(server):
+    """Mitogen is a speed-up, not a dependency: ANSIBLE_STRATEGY=linear (README, Production use)
+    must converge the same way over Ansible's own ssh connection."""
+    proc, _ = run_site("--tags", "common", "-vvv", human=True,
+                       env_extra={"ANSIBLE_STRATEGY": "ansible.builtin.linear"})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    # Ansible's ssh plugin logs each command it runs at -vvv; Mitogen does not use it.
+    assert "SSH: EXEC" in proc.stdout, "the run did not go through Ansible's own ssh connection"
+    recap = re.search(rf"^{re.escape(server['name'])}\s+:.*$", proc.stdout, re.MULTILINE)
+    assert recap and " changed=0 " in recap.group(0) and " failed=0 " in recap.group(0), \
+        recap.group(0) if recap else proc.stdout[-2000:]
