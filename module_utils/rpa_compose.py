@@ -170,8 +170,12 @@ def assess(state, baseline_restarts=0):
         return FAILED, "exited with code %s%s" % (state["exit_code"],
                                                   ": " + state["error"] if state["error"] else "")
     if state["restarting"] or status == "restarting" or state["restart_count"] > baseline_restarts:
-        return FAILED, "is crash-looping (restarted %d times, last exit code %s)" % (
-            state["restart_count"] - baseline_restarts, state["exit_code"])
+        restarts = state["restart_count"] - baseline_restarts
+        if status == "running":
+            # Docker resets ExitCode when it starts the container again: a
+            # "last exit code 0" here would be a lie.
+            return FAILED, "is crash-looping (restarted %d times; running again for the moment)" % restarts
+        return FAILED, "is crash-looping (restarted %d times, last exit code %s)" % (restarts, state["exit_code"])
     if state["health"] == "unhealthy":
         return FAILED, "is unhealthy: %s" % (state["health_output"] or "health check failed")
     if status != "running":

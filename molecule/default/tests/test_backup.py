@@ -237,26 +237,26 @@ def test_restore_playbook_brings_deleted_rows_back(host, server, probe_table):
 
 
 def test_a_failed_restore_of_the_dump_given_still_brings_the_writers_back(host, server, probe_table):
-    """restore_dump names an older dump that verifies but cannot be restored (its table's owner is gone),
-    while the newest would restore fine: the run fails at the restore - so it used the dump it was
-    given - changes nothing, and the writers come back healthy through the gate."""
-    ghost = None
-    sql(host, "create role rpa_test_ghost nologin")
-    sql(host, "create table ghost_probe (id int); alter table ghost_probe owner to rpa_test_ghost")
+    """restore_dump names an older dump that verifies but cannot replace the live database (a view
+    made since depends on its table, so --clean cannot drop it), while the newest would restore
+    fine: the run fails at the restore - so it used the dump it was given - changes nothing, and
+    the writers come back healthy through the gate."""
+    older = None
     try:
         assert start_unit(host, "rpa-backup.service").rc == 0
-        ghost = dumps(host)[0]
-        sql(host, "drop table ghost_probe")
-        sql(host, "drop role rpa_test_ghost")
-        assert start_unit(host, "rpa-backup.service").rc == 0  # the newest, a good one
-        assert dumps(host)[0] != ghost
+        older = dumps(host)[0]
+        # Dated yesterday (retention goes by mtime): the next dump, today's, does not prune it.
+        host.check_output(f"touch -d '23:59 yesterday' {BACKUP_DIR}/{older}")
+        sql(host, "create view rpa_test_dependent as select id from backup_probe")
+        assert start_unit(host, "rpa-backup.service").rc == 0  # the newest holds the view: a good one
+        assert dumps(host)[0] != older
         before = checksum(host)
-        proc, data = run_playbook("playbooks/restore.yml", "-e", "restore_confirm=true", "-e", f"restore_dump={ghost}")
+        proc, data = run_playbook("playbooks/restore.yml", "-e", "restore_confirm=true", "-e", f"restore_dump={older}")
         assert proc.returncode != 0
         tasks = executed_tasks(data, server["name"])
         failed = [t for t in tasks if t["failed"]]
         assert [t["task"] for t in failed] == ["Restore the dump into the live database."], failed
-        assert "rpa_test_ghost" in failed[0]["msg"] or "rpa_test_ghost" in proc.stdout, failed[0]["msg"]
+        assert "rpa_test_dependent" in failed[0]["msg"] or "rpa_test_dependent" in proc.stdout, failed[0]["msg"]
         back = [t for t in tasks if t["task"] == "Bring the writers back through the health gate."]
         assert back and not back[0]["failed"], back
         for service in ("backend", "celery-worker", "celery-beat"):
@@ -265,10 +265,9 @@ def test_a_failed_restore_of_the_dump_given_still_brings_the_writers_back(host, 
         # --single-transaction: the failed restore changed nothing.
         assert checksum(host) == before and probe_rows(host) == ROWS
     finally:
-        if ghost:
-            host.run(f"rm -f {BACKUP_DIR}/{ghost} {BACKUP_DIR}/{ghost}.sha256 {BACKUP_DIR}/{ghost}.counts.json")
-        sql(host, "drop table if exists ghost_probe")
-        sql(host, "drop role if exists rpa_test_ghost")
+        if older:
+            host.run(f"rm -f {BACKUP_DIR}/{older} {BACKUP_DIR}/{older}.sha256 {BACKUP_DIR}/{older}.counts.json")
+        sql(host, "drop view if exists rpa_test_dependent")
 
 
 def test_backup_playbook_fetches_a_verified_dump(host, tmp_path, probe_table):
@@ -285,7 +284,10 @@ def test_offsite_copy_with_restic(host, server, probe_table):
     """restic to a repository path inside the server: the off-site code path, minus the network."""
     repo = "/srv/rpa-offsite-test"
     password = "offsite-test-" + hashlib.sha256(server["name"].encode()).hexdigest()[:24]  # secret-scan: allow (made up per run)
-    extra = json.dumps({"backup_restic_repository": repo, "backup_restic_password": password})
+    # keep-daily 1: restic >= 0.17 also keeps the oldest snapshot while it has fewer days than
+    # keep-daily asks for, so with the default 7 a second backup today would leave two.
+    extra = json.dumps({"backup_restic_repository": repo, "backup_restic_password": password,
+                        "backup_keep_daily": 1})
     host.run(f"rm -rf {repo}")
     try:
         proc, _ = run_site("--tags", "backup", "-e", extra)
@@ -294,7 +296,7 @@ def test_offsite_copy_with_restic(host, server, probe_table):
         assert start_unit(host, "rpa-backup.service").rc == 0
         assert metrics(host)["rpa_backup_offsite_success"] == 1
         restic = f"RESTIC_PASSWORD_FILE=/etc/rpa-engine/restic-password restic -r {repo}"
-        # The same retention there: a second backup today leaves one snapshot for today (keep-daily).
+        # The same retention there: a second backup today replaces today's snapshot (keep-daily 1).
         assert start_unit(host, "rpa-backup.service").rc == 0
         snapshots = json.loads(host.check_output(f"{restic} snapshots --json"))
         assert len(snapshots) == 1, [s["time"] for s in snapshots]

@@ -250,7 +250,8 @@ def test_the_access_log_rotates_at_its_size(host, inventory_additions, ports):
     # curl's [1-800] makes 800 requests over one kept-alive connection: about 2.4 MB of log lines.
     host.check_output(f"curl -sk -o /dev/null --resolve {NAME}:443:127.0.0.1 "
                       f"'https://{NAME}/api/health?pad={padding}&n=[1-800]'")
-    rotated = host.check_output("ls /var/log/caddy/ | grep -E '^access-.*\\.log$' || true").split()
+    # Caddy gzips what it rolls over: access-<time>.log.gz.
+    rotated = host.check_output("ls /var/log/caddy/ | grep -E '^access-.*\\.log\\.gz$' || true").split()
     assert 1 <= len(rotated) <= 2, rotated
     assert host.file("/var/log/caddy/access.log").size <= 1024 * 1024 + 8192
 
