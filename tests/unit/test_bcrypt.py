@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from ansible.errors import AnsibleFilterError
 
-import rpa_bcrypt
+from ansible_collections.rpa.engine.plugins.filter import rpa_bcrypt
 
 # Captured from Caddy 2.6.2 (Debian 13, the test bed's server):
 #   caddy hash-password --plaintext 'correct horse battery staple'

@@ -79,14 +79,15 @@ def test_no_unencrypted_vault_is_tracked():
             assert (ROOT / path).read_text().startswith("$ANSIBLE_VAULT"), f"{name} is not encrypted"
 
 
-MODULES = sorted(p.stem for p in (ROOT / "library").glob("*.py"))
+COLLECTION = ROOT / "collections" / "ansible_collections" / "rpa" / "engine"
+MODULES = sorted(p.stem for p in (COLLECTION / "plugins" / "modules").glob("*.py"))
 
 
 @pytest.mark.parametrize("module", MODULES)
 def test_custom_module_documentation_renders(module):
-    """`ansible-doc -M library NAME` renders DOCUMENTATION, EXAMPLES and RETURN."""
+    """`ansible-doc rpa.engine.NAME` renders DOCUMENTATION, EXAMPLES and RETURN (through ansible.cfg's collections_path)."""
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    proc = subprocess.run(["ansible-doc", "-M", "library", module], cwd=ROOT, env=env,
+    proc = subprocess.run(["ansible-doc", f"rpa.engine.{module}"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "[WARNING]" not in proc.stderr, proc.stderr

@@ -1,4 +1,4 @@
-"""The secret catalogue (catalogue/secrets.yml), checked, as a lookup: lookup('rpa_catalogue').
+"""The secret catalogue (catalogue/secrets.yml), checked, as a lookup: lookup('rpa.engine.rpa_catalogue').
 
 The roles' preflights read their secrets' strength from it, and
 playbooks/rotate-secrets.yml everything a rotation needs. The file sits at a
@@ -33,7 +33,7 @@ author:
 EXAMPLES = r"""
 - name: Show which secrets the redis role owns.
   ansible.builtin.debug:
-    msg: "{{ lookup('rpa_catalogue') | dict2items | selectattr('value.owner', 'eq', 'redis') | map(attribute='key') }}"
+    msg: "{{ lookup('rpa.engine.rpa_catalogue') | dict2items | selectattr('value.owner', 'eq', 'redis') | map(attribute='key') }}"
 """
 
 RETURN = r"""
@@ -44,7 +44,9 @@ _raw:
   elements: dict
 """
 
-CATALOGUE = Path(__file__).resolve().parent.parent / "catalogue" / "secrets.yml"
+# This file is <repository>/collections/ansible_collections/rpa/engine/plugins/lookup/rpa_catalogue.py:
+# the catalogue is the repository's, six directories up.
+CATALOGUE = Path(__file__).resolve().parents[6] / "catalogue" / "secrets.yml"
 ROLES = {"common", "docker", "postgres", "redis", "monitoring", "app", "caddy", "backup"}
 OVERLAPS = {"none", "run", "window"}
 REQUIRED = ("vault_key", "length", "min_length", "overlap", "owner", "variable")

@@ -60,7 +60,7 @@ actions:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rpa_units import PROPERTIES, UnitError, parse_show, plan
+from ansible_collections.rpa.engine.plugins.module_utils.rpa_units import PROPERTIES, UnitError, parse_show, plan
 
 
 def main():

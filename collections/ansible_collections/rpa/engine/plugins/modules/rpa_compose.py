@@ -165,7 +165,7 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rpa_compose import (
+from ansible_collections.rpa.engine.plugins.module_utils.rpa_compose import (
     FAILED,
     ComposeError,
     Gate,

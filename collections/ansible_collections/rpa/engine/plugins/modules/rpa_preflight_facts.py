@@ -72,7 +72,7 @@ import os
 import pwd
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rpa_preflight import calendar_verdict, dir_verdict, user_verdict
+from ansible_collections.rpa.engine.plugins.module_utils.rpa_preflight import calendar_verdict, dir_verdict, user_verdict
 
 
 def lookup_user(name):

@@ -69,7 +69,7 @@ import shlex
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rpa_files import FilesError, attributes_differ, normalize, resolve_id
+from ansible_collections.rpa.engine.plugins.module_utils.rpa_files import FilesError, attributes_differ, normalize, resolve_id
 
 
 def read_bytes(path):

@@ -10,12 +10,9 @@ owner's entry points.
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "module_utils"))
-import rpa_vault  # noqa: E402
+from ansible_collections.rpa.engine.plugins.module_utils import rpa_vault
 
 # Owners before the clients that use their secrets, the application last.
 ROLE_ORDER = ["postgres", "redis", "monitoring", "caddy", "app"]

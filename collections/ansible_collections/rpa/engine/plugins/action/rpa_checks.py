@@ -2,13 +2,13 @@
 
 Each check is ``{that: <bool>, msg: <str>}``: Ansible templates the arguments
 before the plugin runs, so ``that`` arrives as the verdict of a Jinja test
-(``"{{ common_ssh_port is rpa_port }}"``) and ``msg`` as the text that names
+(``"{{ common_ssh_port is rpa.engine.rpa_port }}"``) and ``msg`` as the text that names
 the variable and the fix. One task instead of one ``assert`` per check keeps
 a no-op run cheap (every task costs a worker fork, skipped or not), and an
 operator with three bad values learns of all three in one run.
 
 ``catalogue_owner: ROLE`` adds the strength checks of the secrets the catalogue
-(catalogue/secrets.yml, through lookup('rpa_catalogue')) says ROLE owns: each
+(catalogue/secrets.yml, through lookup('rpa.engine.rpa_catalogue')) says ROLE owns: each
 one's variable must hold at least its min_length characters, fit a Compose
 .env literally, and not be the examples' placeholder.
 
@@ -83,7 +83,7 @@ class ActionModule(ActionBase):
 
     def _secret_failures(self, role: str, task_vars: dict) -> list[str]:
         try:
-            catalogue = lookup_loader.get("rpa_catalogue", loader=self._loader, templar=self._templar).run([])[0]
+            catalogue = lookup_loader.get("rpa.engine.rpa_catalogue", loader=self._loader, templar=self._templar).run([])[0]
         except AnsibleError as exc:
             raise AnsibleActionFail(f"rpa_checks: {exc}") from None
         failed = []

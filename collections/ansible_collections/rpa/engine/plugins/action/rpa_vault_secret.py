@@ -19,7 +19,6 @@ state=finish    write `values` (and each of `previous` as <name>_previous)
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -28,8 +27,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.parsing.vault import VaultLib, match_secrets
 from ansible.plugins.action import ActionBase
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "module_utils"))
-import rpa_vault  # noqa: E402
+from ansible_collections.rpa.engine.plugins.module_utils import rpa_vault
 
 
 class ActionModule(ActionBase):
