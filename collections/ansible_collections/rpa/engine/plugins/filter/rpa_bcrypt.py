@@ -11,10 +11,25 @@ from __future__ import annotations
 import re
 
 from ansible.errors import AnsibleFilterError
-from passlib.hash import bcrypt
+
+try:
+    from passlib.hash import bcrypt
+except ImportError as exc:  # reported when the filter is used, not when Ansible loads it
+    bcrypt = None
+    PASSLIB_IMPORT_ERROR: ImportError | None = exc
+else:
+    PASSLIB_IMPORT_ERROR = None
 
 ROUNDS = 12
 _HASH = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
+
+
+def _passlib():
+    if bcrypt is None:
+        raise AnsibleFilterError("rpa_bcrypt needs the Python library passlib on the controller, in the Python that runs "
+                                 "ansible-playbook (requirements.txt pins it: pip install -r requirements.txt)"
+                                 ) from PASSLIB_IMPORT_ERROR
+    return bcrypt
 
 
 def _check(password) -> str:
@@ -30,7 +45,7 @@ def _check(password) -> str:
 def matches(password: str, existing: str | None) -> bool:
     if not existing or not _HASH.match(existing):
         return False
-    return bcrypt.verify(_check(password), existing)
+    return _passlib().verify(_check(password), existing)
 
 
 def rpa_bcrypt(password: str, existing: str | None = None) -> str:
@@ -38,7 +53,7 @@ def rpa_bcrypt(password: str, existing: str | None = None) -> str:
     _check(password)
     if matches(password, existing):
         return existing
-    return bcrypt.using(rounds=ROUNDS, ident="2b").hash(password)
+    return _passlib().using(rounds=ROUNDS, ident="2b").hash(password)
 
 
 class FilterModule:
