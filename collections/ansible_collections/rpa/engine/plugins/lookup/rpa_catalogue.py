@@ -8,13 +8,6 @@ every playbook, inventory and Molecule scenario reads the same one.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-import yaml
-from ansible.errors import AnsibleLookupError
-from ansible.plugins.lookup import LookupBase
-
 DOCUMENTATION = r"""
 ---
 name: rpa_catalogue
@@ -43,6 +36,13 @@ _raw:
   type: list
   elements: dict
 """
+
+import os
+from pathlib import Path
+
+import yaml
+from ansible.errors import AnsibleLookupError
+from ansible.plugins.lookup import LookupBase
 
 # This file is <repository>/collections/ansible_collections/rpa/engine/plugins/lookup/rpa_catalogue.py:
 # the catalogue is the repository's, six directories up.

@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-"""Documentation of the rpa_checks action plugin (action_plugins/rpa_checks.py); it runs on the controller."""
+"""Documentation of the rpa_checks action plugin (plugins/action/rpa_checks.py); it runs on the controller."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ attributes:
 
 EXAMPLES = r"""
 - name: Ensure the redis role's input is valid.
-  rpa_checks:
+  rpa.engine.rpa_checks:
     checks:
       - that: "{{ redis_maxmemory is match('^[0-9]+([kKmMgG][bB]?)$') }}"
         msg: "redis_maxmemory={{ redis_maxmemory | to_json }} must look like \"256mb\" or \"1gb\"."

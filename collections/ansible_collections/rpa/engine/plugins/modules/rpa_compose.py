@@ -23,7 +23,7 @@ description:
     them back up, confirms their health, and then fails saying that it rolled back and why.
   - One file, not Compose C(include), because the deployer runs
     C(docker compose --project-directory PROJECT_DIR -f /repo/docker-compose.yml --env-file /repo/.env)
-    from a container where the project lives at C(/repo); see C(module_utils/rpa_compose.py).
+    from a container where the project lives at C(/repo); see C(plugins/module_utils/rpa_compose.py).
   - Check mode reports which services would be created or recreated (from C(docker compose config --hash),
     the hash Compose itself compares) without pulling, building or starting anything. Diff mode shows the
     change of the fragment's definition and the names - never the values - of changed variables.
@@ -101,7 +101,7 @@ requirements:
 
 EXAMPLES = r"""
 - name: Ensure Redis runs the rendered definition and is healthy.
-  rpa_compose:
+  rpa.engine.rpa_compose:
     project_dir: "{{ rpa_project_dir }}"
     project_name: "{{ rpa_project_name }}"
     fragment: redis
@@ -113,7 +113,7 @@ EXAMPLES = r"""
   no_log: false  # env is already no_log inside the module
 
 - name: Show what would be recreated, touching nothing.
-  rpa_compose:
+  rpa.engine.rpa_compose:
     project_dir: "{{ rpa_project_dir }}"
     project_name: "{{ rpa_project_name }}"
     fragment: postgres

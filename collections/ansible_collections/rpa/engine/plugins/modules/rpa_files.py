@@ -43,7 +43,7 @@ attributes:
 
 EXAMPLES = r"""
 - name: Ensure the backup tool and its settings are in place.
-  rpa_files:
+  rpa.engine.rpa_files:
     files:
       - {path: /etc/rpa-engine, mode: "0750"}
       - path: /usr/local/lib/rpa-engine/rpa-backup.py

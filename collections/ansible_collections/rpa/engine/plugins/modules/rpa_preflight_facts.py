@@ -45,7 +45,7 @@ attributes:
 
 EXAMPLES = r"""
 - name: Read what the backup role's checks need to know about the host.
-  rpa_preflight_facts:
+  rpa.engine.rpa_preflight_facts:
     calendars: ["*-*-* 03:15:00", "Sun *-*-* 04:30:00"]
     writable_dirs: [/var/backups/rpa-engine]
   register: __backup_host

@@ -46,7 +46,7 @@ attributes:
 
 EXAMPLES = r"""
 - name: Ensure the backup and drill timers are active and enabled at boot.
-  rpa_units:
+  rpa.engine.rpa_units:
     units: [rpa-backup.timer, rpa-backup-drill.timer]
 """
 
