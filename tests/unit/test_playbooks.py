@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -93,3 +94,16 @@ def test_custom_module_documentation_renders(module):
     assert "[WARNING]" not in proc.stderr, proc.stderr
     for section in ("OPTIONS", "EXAMPLES", "RETURN VALUES"):
         assert section in proc.stdout, f"{module}: no {section} in ansible-doc output"
+
+
+@pytest.mark.parametrize("kind", ["module", "filter", "test", "lookup"])
+def test_every_plugin_of_the_collection_is_documented(kind):
+    """`ansible-doc -t KIND -l rpa.engine` lists no plugin as UNDOCUMENTED (filters and tests: plugins/*/NAME.yml)."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run(["ansible-doc", "-t", kind, "-l", "rpa.engine", "--json"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "[WARNING]" not in proc.stderr, proc.stderr
+    listed = json.loads(proc.stdout)
+    assert listed, f"no {kind} plugin of rpa.engine found"
+    assert [name for name, text in listed.items() if text == "UNDOCUMENTED"] == []
