@@ -27,18 +27,29 @@ TIMED := python3 $(CURDIR)/tools/timed.py
 # README, "Test budget": the wall-time target of `make test` in minutes.
 TEST_BUDGET_MINUTES := 30
 
+# The repository's modules and plugins, a local collection (README, "Why a local collection"), and the
+# ansible-test sanity tests `make sanity` runs on it: all of 2.19's except pylint (its naming rules, ~20 s)
+# and those with nothing to check here (changelog, pslint, shellcheck).
+COLLECTION := $(CURDIR)/collections/ansible_collections/rpa/engine
+SANITY_TESTS := action-plugin-docs ansible-doc compile empty-init ignores import line-endings no-assert \
+  no-get-exception no-illegal-filenames no-smart-quotes pep8 replace-urlopen runtime-metadata shebang symlinks \
+  use-argspec-type-path use-compat-six validate-modules yamllint
+# Expanded when a recipe runs (after `venv`): ansible-test tests with the venv's Python version.
+VENV_PYTHON_VERSION = $(shell $(VENV)/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+
 DEMO_NAME := rpa-demo
 DEMO_SSH_PORT := 2222
 DEMO_HTTP_PORT := 8880
 DEMO_HTTPS_PORT := 8443
 
-.PHONY: help venv testbed demo-vault demo verify-demo destroy test budget-start lint unit molecule docs bench-noop
+.PHONY: help venv testbed demo-vault demo verify-demo destroy test budget-start lint sanity unit molecule docs bench-noop
 
 help:
 	@echo "make demo     provision a local simulated server with site.yml (re-run to converge again)"
 	@echo "make destroy  remove the demo server"
 	@echo "make verify-demo  run the Molecule verify tests against the demo server"
-	@echo "make test     yamllint, ansible-lint, unit tests, Molecule (create/converge/idempotence/verify/destroy)"
+	@echo "make test     yamllint, ansible-lint, ansible-test sanity, unit tests, Molecule (create/converge/idempotence/verify/destroy)"
+	@echo "make sanity   ansible-test sanity on the local collection rpa.engine (part of make lint)"
 	@echo "make docs     regenerate the README's variable tables from meta/argument_specs.yml"
 
 venv: $(VENV)/.installed
@@ -79,6 +90,20 @@ lint: venv demo-vault
 	$(TIMED) "lint: ansible-lint" -- ansible-lint --offline --profile production
 	$(TIMED) "lint: role docs, secret scan" -- sh -c \
 	  'python3 tools/role_docs.py --check README.md && python3 tools/secret_scan.py'
+	$(SANITY)
+
+# ansible-test finds the collection's files through git (tracked and untracked, not ignored) and keeps one
+# virtual environment per test in ~/.ansible/test/venv: the first run installs them from PyPI, later runs
+# reuse them. tools/ansible_test_pip.py provides the pip bootstrap it would otherwise download from
+# ci-files.testing.ansible.com.
+define SANITY
+python3 tools/ansible_test_pip.py
+cd $(COLLECTION) && $(TIMED) "lint: ansible-test sanity" -- ansible-test sanity --color no \
+  --python $(VENV_PYTHON_VERSION) $(addprefix --test ,$(SANITY_TESTS))
+endef
+
+sanity: venv
+	$(SANITY)
 
 unit: venv demo-vault
 	mkdir -p $(REPORTS)

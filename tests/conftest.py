@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-for sub in ("test_plugins", "filter_plugins", "module_utils", "action_plugins", "lookup_plugins", "tools", "testbed",
-            "roles/docker/files"):
+# collections/: the plugins are imported as the local collection's package
+# (ansible_collections.rpa.engine.plugins...), the way Ansible itself loads them.
+for sub in ("collections", "tools", "testbed", "roles/docker/files"):
     path = str(ROOT / sub)
     if path not in sys.path:
         sys.path.insert(0, path)

@@ -24,10 +24,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "module_utils"))
+# The rotation helpers live in the local collection (collections/ansible_collections/rpa/engine).
+sys.path.insert(0, str(ROOT / "collections"))
 
 from ansible.parsing.vault import VaultLib, VaultSecret  # noqa: E402
-from rpa_vault import atomic_write, generate, set_values, vault_id_of  # noqa: E402
+from ansible_collections.rpa.engine.plugins.module_utils.rpa_vault import (  # noqa: E402
+    atomic_write, generate, set_values, vault_id_of)
 import yaml  # noqa: E402
 
 DEMO = ROOT / "inventory" / "demo"

@@ -21,7 +21,7 @@ def identity(inventory: Path = ROOT / "inventory" / "demo") -> tuple[str, str]:
 
 
 def container(service: str, name: str) -> str:
-    """The container Compose runs for service (filter_plugins/rpa_project.py derives it the same way)."""
+    """The container Compose runs for service (the filter rpa.engine.rpa_container derives it the same way)."""
     return f"{name}-{service}-1"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from ansible.errors import AnsibleFilterError
 
-import rpa_bcrypt
+from ansible_collections.rpa.engine.plugins.filter import rpa_bcrypt
 
 # Captured from Caddy 2.6.2 (Debian 13, the test bed's server):
 #   caddy hash-password --plaintext 'correct horse battery staple'
@@ -40,3 +40,12 @@ def test_anything_but_a_bcrypt_hash_is_replaced(existing):
 def test_refuses_what_bcrypt_cannot_hash_faithfully(password):
     with pytest.raises(AnsibleFilterError, match="rpa_bcrypt"):
         rpa_bcrypt.rpa_bcrypt(password)
+
+
+def test_without_passlib_the_filter_names_the_missing_library(monkeypatch):
+    # The plugin still loads without passlib (ansible-test's import test); using it says what is missing.
+    monkeypatch.setattr(rpa_bcrypt, "bcrypt", None)
+    with pytest.raises(AnsibleFilterError, match="passlib"):
+        rpa_bcrypt.rpa_bcrypt("Fake-Grafana-Route-Pass-1")
+    with pytest.raises(AnsibleFilterError, match="passlib"):
+        rpa_bcrypt.rpa_bcrypt(CADDY_PASSWORD, CADDY_HASH)

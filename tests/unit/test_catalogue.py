@@ -7,7 +7,7 @@ import copy
 import pytest
 import yaml
 
-import rpa_catalogue
+from ansible_collections.rpa.engine.plugins.lookup import rpa_catalogue
 from conftest import ROOT
 
 CATALOGUE = yaml.safe_load((ROOT / "catalogue" / "secrets.yml").read_text())

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import rpa_compose as rc
+from ansible_collections.rpa.engine.plugins.module_utils import rpa_compose as rc
 
 FIX = Path(__file__).parent / "fixtures"
 INSPECT = {o["Name"].lstrip("/").split("-")[1]: o

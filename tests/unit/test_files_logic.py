@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-import rpa_files as rf
+from ansible_collections.rpa.engine.plugins.module_utils import rpa_files as rf
 
 
 @pytest.mark.parametrize(("entry", "state"), [

@@ -11,7 +11,7 @@ import tarfile
 
 import pytest
 
-import rpa_images
+from ansible_collections.rpa.engine.plugins.filter import rpa_images
 
 # Docker 26.1's docker-save manifest (OCI layout), trimmed to one image.
 MANIFEST = [{"Config": "blobs/sha256/2163cad93ca92d3a348abe7bf69ae5baa59ab5ff6ea46edeae5b54b6dd2fe6f7",

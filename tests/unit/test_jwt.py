@@ -5,7 +5,7 @@ from __future__ import annotations
 import jwt
 import pytest
 
-import rpa_jwt
+from ansible_collections.rpa.engine.plugins.filter import rpa_jwt
 
 KEY = "Fake-Signing-Key-0123456789abcdefghij"  # secret-scan: allow (a made-up key)
 

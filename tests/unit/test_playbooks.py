@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -79,16 +80,30 @@ def test_no_unencrypted_vault_is_tracked():
             assert (ROOT / path).read_text().startswith("$ANSIBLE_VAULT"), f"{name} is not encrypted"
 
 
-MODULES = sorted(p.stem for p in (ROOT / "library").glob("*.py"))
+COLLECTION = ROOT / "collections" / "ansible_collections" / "rpa" / "engine"
+MODULES = sorted(p.stem for p in (COLLECTION / "plugins" / "modules").glob("*.py"))
 
 
 @pytest.mark.parametrize("module", MODULES)
 def test_custom_module_documentation_renders(module):
-    """`ansible-doc -M library NAME` renders DOCUMENTATION, EXAMPLES and RETURN."""
+    """`ansible-doc rpa.engine.NAME` renders DOCUMENTATION, EXAMPLES and RETURN (through ansible.cfg's collections_path)."""
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    proc = subprocess.run(["ansible-doc", "-M", "library", module], cwd=ROOT, env=env,
+    proc = subprocess.run(["ansible-doc", f"rpa.engine.{module}"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "[WARNING]" not in proc.stderr, proc.stderr
     for section in ("OPTIONS", "EXAMPLES", "RETURN VALUES"):
         assert section in proc.stdout, f"{module}: no {section} in ansible-doc output"
+
+
+@pytest.mark.parametrize("kind", ["module", "filter", "test", "lookup"])
+def test_every_plugin_of_the_collection_is_documented(kind):
+    """`ansible-doc -t KIND -l rpa.engine` lists no plugin as UNDOCUMENTED (filters and tests: plugins/*/NAME.yml)."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run(["ansible-doc", "-t", kind, "-l", "rpa.engine", "--json"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "[WARNING]" not in proc.stderr, proc.stderr
+    listed = json.loads(proc.stdout)
+    assert listed, f"no {kind} plugin of rpa.engine found"
+    assert [name for name, text in listed.items() if text == "UNDOCUMENTED"] == []

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
-import rpa_checks
-import rpa_preflight as rp
+from ansible_collections.rpa.engine.plugins.action import rpa_checks
+from ansible_collections.rpa.engine.plugins.module_utils import rpa_preflight as rp
 
 VALID = ("  Original form: *-*-* 03:15:00\nNormalized form: *-*-* 03:15:00\n"
          "    Next elapse: Tue 2026-12-01 03:15:00 UTC\n       From now: 19h left\n")

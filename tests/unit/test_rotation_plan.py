@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-import rpa_rotation
+from ansible_collections.rpa.engine.plugins.filter import rpa_rotation
 import yaml
 
 from conftest import ROOT

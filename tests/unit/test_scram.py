@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from ansible.errors import AnsibleFilterError
 
-import rpa_scram
+from ansible_collections.rpa.engine.plugins.filter import rpa_scram
 
 # Captured from PostgreSQL 17 (testbed image):
 #   SET password_encryption='scram-sha-256';

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import rpa_units as ru
+from ansible_collections.rpa.engine.plugins.module_utils import rpa_units as ru
 
 SHOW = (Path(__file__).parent / "fixtures" / "systemctl_show_257.txt").read_text()
 UNITS = ["ssh", "rpa-backup.timer", "rpa-backup.service", "no-such-unit", "systemd-journald", "getty@tty1"]

@@ -6,7 +6,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-import rpa_url
+from ansible_collections.rpa.engine.plugins.filter import rpa_url
 
 
 @pytest.mark.parametrize("password", ["plain0123456789", "with/slash@at:colon", "p%ss#frag?q=1 &+", "ümlaut€"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import rpa_validators as v
+from ansible_collections.rpa.engine.plugins.test import rpa_validators as v
 
 
 @pytest.mark.parametrize(("value", "ok"), [

@@ -6,8 +6,8 @@ import pytest
 import yaml
 from ansible.parsing.vault import VaultLib, VaultSecret
 
-import rpa_rotation
-import rpa_vault
+from ansible_collections.rpa.engine.plugins.filter import rpa_rotation
+from ansible_collections.rpa.engine.plugins.module_utils import rpa_vault
 
 VAULT_TEXT = """\
 # Production secrets (fake values).

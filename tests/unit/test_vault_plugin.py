@@ -27,12 +27,12 @@ PLAYBOOK = """
 - hosts: localhost
   gather_facts: false
   tasks:
-    - rpa_vault_secret:
+    - rpa.engine.rpa_vault_secret:
         state: pending
         path: "{{ vault }}"
         secrets: [{name: vault_jwt_secret, length: 48}]
       register: created
-    - rpa_vault_secret:
+    - rpa.engine.rpa_vault_secret:
         state: finish
         path: "{{ vault }}"
         meta_path: "{{ meta }}"
@@ -61,8 +61,8 @@ def workdir(tmp_path):
 
 
 def run(workdir: Path, meta: Path) -> subprocess.CompletedProcess:
+    # ansible.cfg's collections_path finds rpa.engine (the repository's collections/).
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-               ANSIBLE_ACTION_PLUGINS=str(ROOT / "action_plugins"),
                ANSIBLE_STDOUT_CALLBACK="ansible.builtin.default", ANSIBLE_NOCOLOR="1",
                ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false")
     env.pop("ANSIBLE_VAULT_IDENTITY_LIST", None)  # only this test's vault id

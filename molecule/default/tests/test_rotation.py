@@ -38,7 +38,8 @@ ROTATE = "playbooks/rotate-secrets.yml"
 _LOADER = importlib.machinery.SourceFileLoader("zero_downtime", str(ROOT / "bench" / "zero_downtime"))
 ZERO_DOWNTIME = importlib.util.module_from_spec(importlib.util.spec_from_loader("zero_downtime", _LOADER))
 _LOADER.exec_module(ZERO_DOWNTIME)
-JWT = importlib.util.spec_from_file_location("rpa_jwt", ROOT / "filter_plugins" / "rpa_jwt.py")
+JWT = importlib.util.spec_from_file_location(
+    "rpa_jwt", ROOT / "collections/ansible_collections/rpa/engine/plugins/filter/rpa_jwt.py")
 rpa_jwt = importlib.util.module_from_spec(JWT)
 JWT.loader.exec_module(rpa_jwt)
 

@@ -1,0 +1,508 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+"""Ansible module rpa_compose: apply one role's services to the project's one Compose project, gated on health."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: rpa_compose
+short_description: Apply a role's services to the one Compose project, wait until they are healthy, roll back if not
+description:
+  - Each role owns a I(fragment) of the Compose project - the services, volumes and networks of its
+    own services and the variables they interpolate. This module stores the fragment
+    (C(compose.d/FRAGMENT.yml), C(env.d/FRAGMENT.json) mode 0600), merges every fragment into the one
+    C(docker-compose.yml) and C(.env) (mode 0600) of the project directory, validates the result with
+    C(docker compose config) before anything goes live, and runs C(docker compose up -d) for the
+    fragment's services. Compose recreates only what changed.
+  - It then waits until every service is healthy (or running, for a service without a health check)
+    and stays so for I(stable_seconds). It fails fast - without sitting out I(timeout) - on an exit,
+    a crash loop (a restart since the gate began), an OOM kill, or C(unhealthy), naming the service,
+    its last health-check output and the tail of its logs.
+  - With I(rollback=true) a failure restores the previous fragment, project files and images, brings
+    them back up, confirms their health, and then fails saying that it rolled back and why.
+  - One file, not Compose C(include), because the deployer runs
+    C(docker compose --project-directory PROJECT_DIR -f /repo/docker-compose.yml --env-file /repo/.env)
+    from a container where the project lives at C(/repo); see C(plugins/module_utils/rpa_compose.py).
+  - Check mode reports which services would be created or recreated (from C(docker compose config --hash),
+    the hash Compose itself compares) without pulling, building or starting anything. Diff mode shows the
+    change of the fragment's definition and the names - never the values - of changed variables.
+  - The no-change path runs no Compose at all. After each successful apply the module keeps Compose's
+    config hash of every service in C(.config-hashes.json) (mode 0600), tagged with a digest of the
+    C(docker-compose.yml) and C(.env) they came from. When a later run would write the very same files,
+    and every service of the fragment runs healthy with that config hash and with the image its
+    reference names now, the module reports no change after one C(docker ps), one C(docker inspect) and
+    one C(docker image ls). Anything else - a stopped, unhealthy or missing container, a changed hash, a
+    re-pointed tag, a cache from other files - takes the full path (validate, up, gate, rollback).
+version_added: "1.0.0"
+author:
+  - rpa-engine infrastructure team (@rpa-engine)
+options:
+  project_dir:
+    description: The Compose project directory (the roles pass C(rpa_project_dir), set once in group_vars).
+    type: path
+    required: true
+  project_name:
+    description: The Compose project name (the roles pass C(rpa_project_name)).
+    type: str
+    required: true
+  fragment:
+    description: Name of this role's fragment (usually the role name).
+    type: str
+    required: true
+  definition:
+    description:
+      - The fragment - a mapping with C(services) and optionally C(volumes) and C(networks).
+      - Omitted, the fragment already stored on the host is applied again - with its stored I(env) unless
+        I(env) is given (to start services that a playbook stopped, through the gate; or to give the
+        services new credentials without rendering the definition again, as a secret rotation does).
+    type: dict
+  env:
+    description:
+      - Variables the fragment interpolates (C(${VAR})); stored mode 0600, never returned or logged.
+      - Omitted with I(definition) given, the fragment has none.
+    type: dict
+  services:
+    description: Services to bring up and gate; defaults to every service of the fragment.
+    type: list
+    elements: str
+  stable_seconds:
+    description: How long every service must stay ready before the gate passes.
+    type: int
+    default: 5
+  timeout:
+    description: Seconds to wait for all services to become ready before failing.
+    type: int
+    default: 180
+  poll_interval:
+    description: Seconds between two observations.
+    type: float
+    default: 1.0
+  rollback:
+    description: On failure, restore the previous definition and images and bring them back up.
+    type: bool
+    default: true
+  pull:
+    description: Compose's C(--pull) policy for C(up).
+    type: str
+    choices: [missing, never, always]
+    default: missing
+attributes:
+  check_mode:
+    support: full
+    description: Reports C(would_recreate) from Compose's own config hashes; pulls, builds and starts nothing.
+  diff_mode:
+    support: full
+    description: Shows the change of the fragment's definition and the names, never the values, of changed variables.
+requirements:
+  - Docker Engine with the Compose v2 plugin (2.20 or newer)
+  - python3-yaml on the managed host
+"""
+
+EXAMPLES = r"""
+- name: Ensure Redis runs the rendered definition and is healthy.
+  rpa.engine.rpa_compose:
+    project_dir: "{{ rpa_project_dir }}"
+    project_name: "{{ rpa_project_name }}"
+    fragment: redis
+    definition: "{{ lookup('ansible.builtin.template', 'compose.yml.j2') | from_yaml }}"
+    env:
+      REDIS_PASSWORD: "{{ redis_password }}"
+    stable_seconds: 5
+    timeout: 120
+  no_log: false  # env is already no_log inside the module
+
+- name: Show what would be recreated, touching nothing.
+  rpa.engine.rpa_compose:
+    project_dir: "{{ rpa_project_dir }}"
+    project_name: "{{ rpa_project_name }}"
+    fragment: postgres
+    definition: "{{ __postgres_definition }}"
+  check_mode: true
+  diff: true
+"""
+
+RETURN = r"""
+recreated:
+  description: Services whose container was created or replaced by this run.
+  type: list
+  elements: str
+  returned: success
+  sample: [pgbouncer]
+started:
+  description: Services that were not running before and run now (for example after a docker kill without restart).
+  type: list
+  elements: str
+  returned: success
+would_recreate:
+  description: In check mode, services Compose would create or recreate.
+  type: list
+  elements: str
+  returned: check mode
+files_changed:
+  description: Project files (fragment, docker-compose.yml, .env) this run rewrote or would rewrite.
+  type: list
+  elements: str
+  returned: always
+env_changed:
+  description: Names of interpolation variables whose value changed (values are never returned).
+  type: list
+  elements: str
+  returned: always
+services:
+  description: Last observed state of each gated service.
+  type: dict
+  returned: always
+rolled_back:
+  description: True when the new definition failed and the previous one was restored and is healthy.
+  type: bool
+  returned: failure
+"""
+
+import json
+import os
+import tempfile
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.rpa.engine.plugins.module_utils.rpa_compose import (
+    FAILED,
+    ComposeError,
+    Gate,
+    assess,
+    changed_env_keys,
+    check_fragment_name,
+    container_state,
+    cached_hashes,
+    merge_fragments,
+    parse_config_hashes,
+    parse_image_ls,
+    project_digest,
+    recreated_services,
+    render_env,
+    render_hash_cache,
+    settled,
+    would_recreate,
+)
+
+try:
+    import yaml
+    HAS_YAML = True
+except ImportError:  # pragma: no cover - reported through fail_json
+    HAS_YAML = False
+
+
+def read(path):
+    try:
+        with open(path, "r") as handle:
+            return handle.read()
+    except (IOError, OSError):
+        return None
+
+
+class Project(object):
+    """The files and Docker commands of one Compose project."""
+
+    def __init__(self, module):
+        self.m = module
+        p = module.params
+        self.dir = p["project_dir"]
+        self.name = p["project_name"]
+        self.fragment = p["fragment"]
+        self.compose_file = os.path.join(self.dir, "docker-compose.yml")
+        self.env_file = os.path.join(self.dir, ".env")
+        self.frag_file = os.path.join(self.dir, "compose.d", self.fragment + ".yml")
+        self.env_frag_file = os.path.join(self.dir, "env.d", self.fragment + ".json")
+        # Compose's config hash of every service, for the files they came from.
+        self.hash_cache = os.path.join(self.dir, ".config-hashes.json")
+
+    # ---------------------------------------------------------------- files
+    def load_fragments(self, sub, ext, loader):
+        out = {}
+        folder = os.path.join(self.dir, sub)
+        if os.path.isdir(folder):
+            for entry in sorted(os.listdir(folder)):
+                if entry.endswith(ext):
+                    out[entry[:-len(ext)]] = loader(read(os.path.join(folder, entry)) or "") or {}
+        return out
+
+    def render(self, definition, env):
+        """{path: (text, mode)} of every project file for the new fragment."""
+        fragments = self.load_fragments("compose.d", ".yml", yaml.safe_load)
+        fragments[self.fragment] = definition
+        env_fragments = self.load_fragments("env.d", ".json", lambda t: json.loads(t) if t.strip() else {})
+        env_fragments[self.fragment] = env
+        merged = merge_fragments(self.name, fragments)
+        header = ("# Managed by Ansible (rpa_compose): merged from compose.d/*.yml.\n"
+                  "# Edit the roles, not this file. Secrets are interpolated from .env.\n")
+        return {
+            self.frag_file: (yaml.safe_dump(definition, sort_keys=True, default_flow_style=False), 0o640),
+            self.env_frag_file: (json.dumps(env, sort_keys=True, indent=2) + "\n", 0o600),
+            # Sorted keys: the same fragments give the same bytes whichever role runs.
+            self.compose_file: (header + yaml.safe_dump(merged, sort_keys=True, default_flow_style=False), 0o640),
+            self.env_file: (render_env(env_fragments), 0o600),
+        }
+
+    def write(self, files):
+        """Write {path: (text or None, mode)} atomically; None removes the file."""
+        for path, (text, mode) in files.items():
+            if text is None:
+                if os.path.exists(path):
+                    os.unlink(path)
+                continue
+            folder = os.path.dirname(path)
+            if not os.path.isdir(folder):
+                os.makedirs(folder, 0o750)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".rpa_compose.")
+            try:
+                os.fchmod(fd, mode)
+                os.write(fd, text.encode("utf-8"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self.m.atomic_move(tmp, path)
+            os.chmod(path, mode)
+
+    # --------------------------------------------------------------- docker
+    def compose(self, args, compose_file=None, env_file=None, check_rc=True):
+        cmd = ["docker", "compose", "--project-name", self.name, "--project-directory", self.dir,
+               "-f", compose_file or self.compose_file, "--env-file", env_file or self.env_file] + args
+        rc, out, err = self.m.run_command(cmd)
+        if check_rc and rc != 0:
+            raise CommandFailed(cmd, rc, out, err)
+        return rc, out, err
+
+    def containers(self, services):
+        """{service: container_state} for the project's containers of these services."""
+        rc, out, err = self.m.run_command(
+            ["docker", "ps", "-a", "-q", "--no-trunc",
+             "--filter", "label=com.docker.compose.project=%s" % self.name])
+        if rc != 0:
+            raise CommandFailed(["docker", "ps"], rc, out, err)
+        ids = out.split()
+        if not ids:
+            return {}
+        rc, out, err = self.m.run_command(["docker", "inspect"] + ids)
+        if rc != 0:  # a container vanished between ps and inspect: look again next time
+            return {}
+        states = {}
+        for obj in json.loads(out):
+            state = container_state(obj)
+            if state["service"] in services:
+                states[state["service"]] = state
+        return states
+
+    def logs(self, container_id, lines=25):
+        rc, out, err = self.m.run_command(["docker", "logs", "--tail", str(lines), container_id])
+        return (out + err).strip()
+
+    def image_ids(self):
+        """{reference: image id} of every image on the host, from one listing."""
+        rc, out, err = self.m.run_command(["docker", "image", "ls", "--no-trunc", "--digests",
+                                           "--format", "{{json .}}"])
+        if rc != 0:
+            raise CommandFailed(["docker", "image", "ls"], rc, out, err)
+        return parse_image_ls(out)
+
+    def image_id(self, ref):
+        rc, out, err = self.m.run_command(["docker", "image", "inspect", "--format", "{{.Id}}", ref])
+        return out.strip() if rc == 0 else None
+
+
+class CommandFailed(Exception):
+    def __init__(self, cmd, rc, out, err):
+        Exception.__init__(self, "command failed: %s" % " ".join(cmd))
+        self.cmd, self.rc, self.out, self.err = cmd, rc, out, err
+
+
+def gate(project, services, params, stable_seconds=None):
+    """Observe until pass or fail. Returns (ok, message, last states)."""
+    start = time.time()
+    stable = params["stable_seconds"] if stable_seconds is None else stable_seconds
+    g = Gate(services, stable, params["timeout"], start)
+    baseline = None
+    states = {}
+    while True:
+        states = project.containers(services)
+        if baseline is None:
+            baseline = dict((s, st["restart_count"]) for s, st in states.items())
+        verdicts = dict((s, assess(states.get(s), baseline.get(s, 0))) for s in services)
+        outcome, message = g.observe(verdicts, time.time())
+        if outcome == "pass":
+            return True, message, states
+        if outcome == "fail":
+            details = []
+            for s in services:
+                if verdicts[s][0] == FAILED or outcome == "fail" and "timed out" in message:
+                    st = states.get(s)
+                    if st:
+                        part = "--- %s (%s)" % (s, st["name"])
+                        if st["health_output"]:
+                            part += "\nlast health check: %s" % st["health_output"][-500:]
+                        part += "\nlast log lines:\n%s" % project.logs(st["id"])
+                        details.append(part)
+            return False, message + ("\n" + "\n".join(details) if details else ""), states
+        time.sleep(params["poll_interval"])
+
+
+def summary(states):
+    return dict((s, {"status": st["status"], "health": st["health"], "restart_count": st["restart_count"],
+                     "container": st["name"]}) for s, st in states.items())
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            project_dir=dict(type="path", required=True),
+            project_name=dict(type="str", required=True),
+            fragment=dict(type="str", required=True),
+            definition=dict(type="dict"),
+            env=dict(type="dict", no_log=True),
+            services=dict(type="list", elements="str"),
+            stable_seconds=dict(type="int", default=5),
+            timeout=dict(type="int", default=180),
+            poll_interval=dict(type="float", default=1.0),
+            rollback=dict(type="bool", default=True),
+            pull=dict(type="str", choices=["missing", "never", "always"], default="missing"),
+        ),
+        supports_check_mode=True,
+    )
+    if not HAS_YAML:
+        module.fail_json(msg="rpa_compose needs PyYAML on the managed host (apt install python3-yaml)")
+    p = module.params
+    project = Project(module)
+    definition = p["definition"]
+    if definition is None:
+        stored = read(project.frag_file)
+        if stored is None:
+            module.fail_json(msg="rpa_compose: no definition given and no stored fragment %s" % project.frag_file)
+        definition = yaml.safe_load(stored) or {}
+        if p["env"] is None:
+            stored_env = read(project.env_frag_file)
+            p["env"] = json.loads(stored_env) if stored_env else {}
+    if p["env"] is None:
+        p["env"] = {}
+    fragment_services = sorted((definition.get("services") or {}).keys())
+    services = p["services"] or fragment_services
+    unknown = sorted(set(services) - set(fragment_services))
+    if unknown:
+        module.fail_json(msg="services %s are not defined in fragment %s" % (", ".join(unknown), p["fragment"]))
+
+    try:
+        check_fragment_name(p["fragment"])
+        files = project.render(definition, p["env"])
+    except ComposeError as exc:
+        module.fail_json(msg="rpa_compose: %s" % exc)
+
+    old = dict((path, read(path)) for path in files)
+    files_changed = sorted(path for path, (text, _) in files.items() if old[path] != text)
+    env_changed = changed_env_keys(old[project.env_file], files[project.env_file][0])
+    diff = {"before_header": project.frag_file, "after_header": project.frag_file,
+            "before": old[project.frag_file] or "",
+            "after": files[project.frag_file][0]
+            + "".join("# .env: %s changed\n" % key for key in env_changed)}
+    result = dict(changed=False, files_changed=files_changed, env_changed=env_changed,
+                  recreated=[], started=[], services={}, diff=diff)
+
+    # Nothing to write and nothing Compose would do: answered from `docker inspect` and the
+    # config hashes cached for these very files, without running Compose at all.
+    if not files_changed:
+        hashes = cached_hashes(read(project.hash_cache),
+                               project_digest(old[project.compose_file], old[project.env_file]))
+        if hashes is not None:
+            try:
+                before = project.containers(services)
+                image_ids = project.image_ids() if before else {}
+            except CommandFailed as exc:
+                module.fail_json(msg="rpa_compose: could not observe the project: %s" % exc.err.strip(),
+                                 cmd=" ".join(exc.cmd), rc=exc.rc, stdout=exc.out, stderr=exc.err, **result)
+            if settled(services, before, hashes, image_ids):
+                result["services"] = summary(before)
+                if module.check_mode:
+                    result["would_recreate"] = []
+                module.exit_json(**result)
+
+    # Validate the candidate project before it can replace anything live.
+    workdir = tempfile.mkdtemp(prefix="rpa_compose.")
+    try:
+        cand_compose = os.path.join(workdir, "docker-compose.yml")
+        cand_env = os.path.join(workdir, ".env")
+        project.write({cand_compose: files[project.compose_file], cand_env: files[project.env_file]})
+        try:
+            project.compose(["config", "--quiet"], cand_compose, cand_env)
+            _, out, _ = project.compose(["config", "--hash", "*"], cand_compose, cand_env)
+        except CommandFailed as exc:
+            module.fail_json(msg="rpa_compose: the merged project with fragment %s is not valid Compose; "
+                                 "nothing was changed. %s" % (p["fragment"], exc.err.strip()),
+                             cmd=" ".join(exc.cmd), rc=exc.rc, stdout=exc.out, stderr=exc.err, **result)
+        all_hashes = parse_config_hashes(out)
+        candidate_hashes = dict((s, h) for s, h in all_hashes.items() if s in services)
+    finally:
+        for name in os.listdir(workdir):
+            os.unlink(os.path.join(workdir, name))
+        os.rmdir(workdir)
+
+    before = project.containers(services)
+    if module.check_mode:
+        running = dict((s, st["config_hash"]) for s, st in before.items() if st["status"] == "running")
+        result["would_recreate"] = would_recreate(running, candidate_hashes)
+        result["changed"] = bool(files_changed or result["would_recreate"])
+        result["services"] = summary(before)
+        module.exit_json(**result)
+
+    project.write(files)
+    up = ["up", "--detach", "--remove-orphans", "--pull", p["pull"]] + services
+    try:
+        project.compose(up)
+        # Containers that were healthy and that `up` left in place have proven their stability
+        # already: one healthy observation is enough (a no-op run does not wait the window out).
+        untouched = all(s in before and before[s]["status"] == "running"
+                        and before[s]["health"] in ("healthy", None) for s in services)
+        if untouched:
+            after = project.containers(services)
+            untouched = all(s in after and after[s]["id"] == before[s]["id"] for s in services)
+        ok, message, states = gate(project, services, p, stable_seconds=0 if untouched else None)
+    except CommandFailed as exc:
+        # Compose prints a progress line per container; the error lines are what matter.
+        err = exc.err.strip()
+        errors = [line.strip() for line in err.splitlines() if "rror" in line]
+        ok, message, states = False, "docker compose up failed: %s" % ("\n".join(errors[-5:]) or err[-2000:]), {}
+
+    if ok:
+        project.write({project.hash_cache: (render_hash_cache(
+            project_digest(files[project.compose_file][0], files[project.env_file][0]), all_hashes), 0o600)})
+        after_ids = dict((s, st["id"]) for s, st in states.items())
+        result["recreated"] = recreated_services(dict((s, st["id"]) for s, st in before.items()), after_ids)
+        result["started"] = sorted(s for s in services if s in before and s not in result["recreated"]
+                                   and before[s]["status"] != "running")
+        result["changed"] = bool(files_changed or result["recreated"] or result["started"])
+        result["services"] = summary(states)
+        module.exit_json(**result)
+
+    result["services"] = summary(states)
+    failure = "rpa_compose: fragment %s failed its health gate: %s" % (p["fragment"], message)
+    if not p["rollback"] or old[project.frag_file] is None:
+        why = "rollback is off" if not p["rollback"] else "there is no previous definition to roll back to"
+        module.fail_json(msg="%s\nNot rolled back (%s)." % (failure, why), rolled_back=False, changed=True,
+                         **dict((k, v) for k, v in result.items() if k != "changed"))
+
+    # Roll back: the previous files, and each image reference re-pointed at the image it ran before.
+    project.write(dict((path, (old[path], files[path][1])) for path in files))
+    for st in before.values():
+        if st["image_ref"] and st["image_id"] and project.image_id(st["image_ref"]) != st["image_id"]:
+            module.run_command(["docker", "tag", st["image_id"], st["image_ref"]])
+    try:
+        project.compose(["up", "--detach", "--pull", "never"] + services)
+        back_ok, back_message, back_states = gate(project, services, p)
+    except CommandFailed as exc:
+        back_ok, back_message, back_states = False, exc.err.strip()[-2000:], {}
+    result["services"] = summary(back_states)
+    if back_ok:
+        module.fail_json(msg="%s\nRolled back to the previous definition; it is healthy again." % failure,
+                         rolled_back=True, **result)
+    module.fail_json(msg="%s\nRollback was attempted and ALSO failed: %s" % (failure, back_message),
+                     rolled_back=False, **result)
+
+
+if __name__ == "__main__":
+    main()
