@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import (AUTH_REFUSED, PROJECT, PROJECT_DIR, app_login, cname, container, executed_tasks, run_site,
+from conftest import (kill_and_time_recovery, AUTH_REFUSED, PROJECT, PROJECT_DIR, app_login, cname, container, executed_tasks, run_site,
                       wait_healthy)
 
 NETWORK = f"{PROJECT}_default"
@@ -177,21 +177,26 @@ def test_secret_files_are_root_only(host):
 # ------------------------------------------------------------- self-healing
 
 
+@pytest.fixture(scope="module")
+def killed(host):
+    """The whole data tier killed at once (one wait instead of three)."""
+    return kill_and_time_recovery(host, ["postgres", "pgbouncer", "redis"], 60)
+
+
 @pytest.mark.parametrize("service", ["postgres", "pgbouncer", "redis"])
-def test_docker_kill_heals_within_60_seconds(host, client_env, service):
-    started = container(host, service)["State"]["StartedAt"]
-    host.check_output(f"docker kill {cname(service)}")
-    took = wait_healthy(host, service, 60, not_started_at=started)
-    assert took < 60
-    if service == "postgres":
-        # PgBouncer's server connections were cut; new clients must get through again.
-        deadline = time.monotonic() + 30
-        while True:
-            res = psql(host, "select 1", client_env["postgres"])
-            if res.rc == 0 or time.monotonic() > deadline:
-                break
-            time.sleep(1)
-        assert res.rc == 0, res.stderr
+def test_docker_kill_heals_within_60_seconds(killed, service):
+    assert isinstance(killed[service], float) and killed[service] < 60, killed[service]
+
+
+def test_clients_get_through_pgbouncer_again_after_the_kill(host, killed, client_env):
+    """PgBouncer's server connections were cut; new clients must get through again."""
+    deadline = time.monotonic() + 30
+    while True:
+        res = psql(host, "select 1", client_env["postgres"])
+        if res.rc == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert res.rc == 0, res.stderr
 
 
 def test_the_app_password_converges_back_to_the_vault_value(host, server, client_env):

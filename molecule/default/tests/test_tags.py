@@ -9,7 +9,8 @@ import pytest
 from conftest import executed_tasks, run_site
 
 
-@pytest.mark.parametrize("tag", ["common", "docker", "app", "caddy"])
+# `common` runs alone too, with the stock strategy: test_stock_linear_strategy_still_works.
+@pytest.mark.parametrize("tag", ["docker", "app", "caddy"])
 def test_tag_runs_alone_and_changes_nothing(server, tag):
     proc, data = run_site("--tags", tag)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -33,12 +34,18 @@ def test_check_diff_on_converged_server_reports_nothing(server):
 
 def test_stock_linear_strategy_still_works(server):
     """Mitogen is a speed-up, not a dependency: ANSIBLE_STRATEGY=linear (README, Production use)
-    must converge the same way over Ansible's own ssh connection."""
+    converges the same way over Ansible's own ssh connection. Also `--tags common` running alone."""
     proc, _ = run_site("--tags", "common", "-vvv", human=True,
                        env_extra={"ANSIBLE_STRATEGY": "ansible.builtin.linear"})
     assert proc.returncode == 0, proc.stdout[-3000:]
     # Ansible's ssh plugin logs each command it runs at -vvv; Mitogen does not use it.
     assert "SSH: EXEC" in proc.stdout, "the run did not go through Ansible's own ssh connection"
+    # Every play prints its banner; the ones that ran a task are those between banners with TASK lines.
+    parts = re.split(r"^PLAY \[(.*)\] \*+$", proc.stdout, flags=re.MULTILINE)
+    plays = {name for name, body in zip(parts[1::2], parts[2::2])
+             if [t for t in re.findall(r"^TASK \[(.*)\] \*+$", body, re.MULTILINE)
+                 if t != "Gathering Facts" and "Validating arguments against arg spec" not in t]}
+    assert plays == {"Check the input of every role before anything changes.", "Apply the common role."}, plays
     recap = re.search(rf"^{re.escape(server['name'])}\s+:.*$", proc.stdout, re.MULTILINE)
     assert recap and " changed=0 " in recap.group(0) and " failed=0 " in recap.group(0), \
         recap.group(0) if recap else proc.stdout[-2000:]
