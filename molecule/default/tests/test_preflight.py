@@ -110,7 +110,10 @@ def preflight_run(host, server, tmp_path_factory):
         aliases[alias(index)] = value if variable == "authorized_keys" else {variable: value}
     inventory = alias_inventory(tmp_path_factory.mktemp("preflight"), aliases)
     try:
-        proc, data = run_playbook("site.yml", inventory=inventory)
+        # Facts gathered afresh: the alias names are reused from run to run, and ansible.cfg's
+        # day-long fact cache could otherwise hand them facts of another machine.
+        proc, data = run_playbook("site.yml", inventory=inventory,
+                                  env_extra={"ANSIBLE_CACHE_PLUGIN": "ansible.builtin.memory"})
         changed = host.check_output(
             "find /etc /opt /usr/local /root/.ssh -newer /var/tmp/rpa-preflight-marker -print")
     finally:
