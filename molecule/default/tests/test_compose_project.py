@@ -35,6 +35,8 @@ def test_every_service_is_hardened_and_bounded(config):
     for name, svc in config["services"].items():
         assert svc.get("restart") in ("unless-stopped", "always"), name
         assert svc.get("healthcheck", {}).get("test"), f"{name} has no health check"
+        # A starting container is probed every few seconds, not after a whole interval.
+        assert svc["healthcheck"].get("start_interval") in ("2s", "3s"), (name, svc["healthcheck"])
         assert "no-new-privileges:true" in svc.get("security_opt", []), name
         assert svc.get("mem_limit"), f"{name} has no memory limit"
         total += int(svc["mem_limit"])

@@ -160,6 +160,8 @@ def no_window_open(server):
     server has none; a demo rotated less than a window ago (make verify-demo) has, and every
     rotation would then be refused. End such windows the way time would, then let the app drop
     the previous values."""
+    if not rotation_file().exists():  # never rotated: a fresh Molecule server
+        return
     data = yaml.safe_load(rotation_file().read_text()) or {}
     now = time.time()
     open_keys = [key for key, meta in (data.get("rpa_secret_rotation") or {}).items()
