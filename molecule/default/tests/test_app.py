@@ -358,7 +358,7 @@ def test_a_service_built_from_the_app_repository(host, server, tmp_path):
         proc, data = run_site("--tags", "app", "-e", build)
         assert proc.returncode == 0, proc.stdout[-3000:]
         live = container(host, "frontend")
-        assert live["Config"]["Image"] == f"rpa-engine-local/frontend:{commit[:12]}"
+        assert live["Config"]["Image"] == f"{PROJECT}-local/frontend:{commit[:12]}"
         status, body = http(host, "GET", "http://127.0.0.1:3000/")
         assert status == 200 and "built from git" in body, body
         assert host.file(f"{PROJECT_DIR}/src/frontend/Dockerfile").exists
