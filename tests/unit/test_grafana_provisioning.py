@@ -89,3 +89,21 @@ def test_dashboard_model(path):
             assert re.fullmatch(r"[A-Z]", target["refId"])
             assert target["datasource"]["uid"] in uids
             assert target["expr"].count("(") == target["expr"].count(")")
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=[p.name for p in DASHBOARDS])
+def test_dashboard_queries_name_no_project_and_only_defined_variables(path):
+    """The dashboards are shipped as files, not templates, so a project name written into a query
+    would leave them empty under any other rpa_project_name: the project is a dashboard variable
+    (one value on a one-project server). Every $variable a query uses must be defined."""
+    board = json.loads(path.read_text())
+    defined = {v["name"] for v in board.get("templating", {}).get("list", [])}
+    for var in board.get("templating", {}).get("list", []):
+        if var["type"] == "query":
+            assert var["datasource"]["uid"] in {ds["uid"] for ds in datasources()}, var
+    for panel in board["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"]
+            assert not re.search(r'compose_project=~?"(?!\$)', expr), f"{panel['title']}: {expr}"
+            used = set(re.findall(r"\$\{?([A-Za-z_]\w*)", expr)) - {"__rate_interval", "__interval", "__range"}
+            assert used <= defined, f"{panel['title']} uses undefined {used - defined}"
