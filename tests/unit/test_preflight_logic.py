@@ -6,11 +6,17 @@ bed's server image with `systemd-analyze calendar`.
 
 from __future__ import annotations
 
+import ast
 import os
 import pwd
+from pathlib import Path
 from types import SimpleNamespace
 
+import jinja2
 import pytest
+import yaml
+
+from conftest import ROOT
 
 from ansible_collections.rpa.engine.plugins.action import rpa_checks
 from ansible_collections.rpa.engine.plugins.module_utils import rpa_preflight as rp
@@ -93,3 +99,44 @@ def test_user_verdicts(tmp_path):
     assert rp.user_verdict(entry, os.stat(tmp_path))["authorized_keys_size"] == -1  # a directory is no key file
     assert rp.user_verdict(None, None)["exists"] is False
     assert rp.user_verdict(pwd.getpwuid(0), None)["home"] == pwd.getpwuid(0).pw_dir
+
+
+# ------------------------------------------------------------------ SSH algorithms
+# `ssh -Q kex` as printed by Debian 13's OpenSSH 10.0 (the test bed's server) and Debian 12's 9.2.
+FIXTURES = Path(__file__).parent / "fixtures"
+KEX_10 = (FIXTURES / "ssh_Q_kex_openssh_10.0.txt").read_text()
+KEX_9 = (FIXTURES / "ssh_Q_kex_openssh_9.2.txt").read_text()
+
+
+def test_ssh_query_lists_every_name_and_nothing_when_it_failed():
+    names = rp.ssh_algorithms(0, KEX_10)
+    assert len(names) == 15 and names[0] == "diffie-hellman-group1-sha1" and names[-1] == "mlkem768x25519-sha256"
+    assert rp.ssh_algorithms(255, "ssh: unknown query\n") == []
+
+
+def sshd_choice(kind: str, chosen: list, known: list) -> list:
+    """The role's choice (vars/main.yml) rendered with Jinja, as Ansible would."""
+    role_vars = yaml.safe_load((ROOT / "roles" / "common" / "vars" / "main.yml").read_text())
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    context = {"__common_ssh_modern": role_vars["__common_ssh_modern"],
+               "__common_ssh_known": {"kex": known, "cipher": known, "mac": known},
+               "common_ssh_kex_algorithms": chosen, "common_ssh_ciphers": chosen, "common_ssh_macs": chosen}
+    return ast.literal_eval(env.from_string(role_vars["__common_ssh_algorithms"][kind]).render(context))
+
+
+def test_the_default_key_exchanges_are_the_post_quantum_ones_this_openssh_knows():
+    assert sshd_choice("kex", [], rp.ssh_algorithms(0, KEX_10)) == [
+        "mlkem768x25519-sha256", "sntrup761x25519-sha512", "sntrup761x25519-sha512@openssh.com"]
+    # OpenSSH 9.2 has no ML-KEM: left out, not written into a config sshd -t would refuse.
+    assert sshd_choice("kex", [], rp.ssh_algorithms(0, KEX_9)) == [
+        "sntrup761x25519-sha512", "sntrup761x25519-sha512@openssh.com"]
+    # An OpenSSH without any (before 8.5): nothing left, which the preflight refuses by name.
+    assert sshd_choice("kex", [], ["curve25519-sha256"]) == []
+    # An operator's own list is taken as it is (the preflight checks each name against ssh -Q).
+    assert sshd_choice("kex", ["curve25519-sha256"], rp.ssh_algorithms(0, KEX_10)) == ["curve25519-sha256"]
+
+
+def test_the_default_ciphers_and_macs_are_aead_and_encrypt_then_mac():
+    modern = yaml.safe_load((ROOT / "roles" / "common" / "vars" / "main.yml").read_text())["__common_ssh_modern"]
+    assert all(c.startswith("chacha20-poly1305") or "-gcm@" in c for c in modern["cipher"])
+    assert all(m.endswith("-etm@openssh.com") and "sha1" not in m and "umac-64" not in m for m in modern["mac"])

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
 
-from conftest import run_playbook
+from conftest import ROOT, run_playbook
 
 
 def test_timezone_is_utc(host):
@@ -53,6 +54,26 @@ def test_sshd_effective_config_is_hardened(host):
     assert cfg["x11forwarding"] == "no"
     assert cfg["allowtcpforwarding"] == "local"
     assert cfg["port"] == "22"
+
+
+def test_ssh_audit_finds_no_weak_algorithm(server):
+    """ssh-audit 3.x, the public tool, from the controller over loopback: no fail and no warn for any
+    key exchange, host key, cipher or MAC sshd offers, and nothing it says to remove. Its DHEat
+    connection-rate test is skipped: its burst of unauthenticated connections makes sshd's own
+    PerSourcePenalties (OpenSSH >= 9.8) shut the controller out for minutes - the defence it probes for."""
+    proc = subprocess.run([str(ROOT / ".venv" / "bin" / "ssh-audit"), "--skip-rate-test", "-j",
+                           "-p", str(server["ssh_port"]), "127.0.0.1"], capture_output=True, text=True, timeout=60)
+    report = json.loads(proc.stdout)
+    weak = {(kind, alg["algorithm"], level): alg["notes"][level]
+            for kind in ("kex", "key", "enc", "mac") for alg in report[kind]
+            for level in ("fail", "warn") if alg.get("notes", {}).get(level)}
+    print(f"ssh-audit: {len(report['kex'])} kex, {len(report['key'])} host key, {len(report['enc'])} ciphers, "
+          f"{len(report['mac'])} MACs offered; weak: {len(weak)}")
+    assert weak == {}, weak
+    # Only "informational" suggestions may remain (to ADD e.g. aes-ctr or an RSA host key).
+    assert set(report.get("recommendations", {})) <= {"informational"}, report["recommendations"]
+    assert proc.returncode == 0, proc.stderr
+    assert [k["algorithm"] for k in report["key"]] == ["ssh-ed25519"]
 
 
 def test_hardening_file_is_root_only(host):

@@ -26,6 +26,8 @@ CASES = [
     ("common_ssh_permit_root_login", "yes", "unknown choice"),
     ("common_ssh_permit_root_login", "no", "would lock out root, the connecting user"),
     ("common_ssh_allow_users", ["operator"], "would lock out the connecting user"),
+    ("common_ssh_kex_algorithms", ["curve448-sha512"], "a key exchange OpenSSH does not know"),
+    ("common_ssh_macs", ["hmac-sha2-256-etm@openssh.com", "hmac-sha3-256"], "one MAC OpenSSH does not know"),
     ("common_journald_system_max_use", "lots", "not a journald size"),
     ("common_unattended_upgrades_reboot_time", "25:00", "not a clock time"),
     ("common_firewall_allowed_tcp_ports", [80, 0], "port 0 in a port list"),

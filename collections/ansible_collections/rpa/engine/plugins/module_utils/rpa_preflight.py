@@ -69,3 +69,14 @@ def user_verdict(pw_entry, keys_stat):
     size = keys_stat.st_size if keys_stat is not None and stat.S_ISREG(keys_stat.st_mode) else -1
     return {"exists": True, "home": pw_entry.pw_dir, "uid": pw_entry.pw_uid, "authorized_keys": keys,
             "authorized_keys_size": size}
+
+
+# What `ssh -Q` is asked for each kind of algorithm sshd_config can restrict.
+SSH_QUERIES = ("kex", "cipher", "mac")
+
+
+def ssh_algorithms(rc, stdout):
+    """The algorithm names one `ssh -Q KIND` printed (one per line); none when it failed."""
+    if rc != 0:
+        return []
+    return [line.strip() for line in stdout.splitlines() if line.strip()]

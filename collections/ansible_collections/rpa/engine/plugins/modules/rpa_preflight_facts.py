@@ -34,6 +34,12 @@ options:
     type: list
     elements: str
     default: []
+  ssh_algorithms:
+    description:
+      - Also list the key exchanges, ciphers and MACs this host's OpenSSH knows (C(ssh -Q kex|cipher|mac);
+        the client and the server of one OpenSSH build know the same names).
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -66,13 +72,20 @@ dirs:
   description: Per directory - ancestor (nearest existing path), is_dir, read_only, writable and problem (empty when fine).
   type: dict
   returned: always
+ssh:
+  description: With O(ssh_algorithms), per kind (kex, cipher, mac) the names this OpenSSH knows; empty lists otherwise.
+  type: dict
+  returned: always
+  sample: {"kex": ["curve25519-sha256", "sntrup761x25519-sha512@openssh.com"], "cipher": ["aes128-gcm@openssh.com"],
+           "mac": ["hmac-sha2-256-etm@openssh.com"]}
 """
 
 import os
 import pwd
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.rpa.engine.plugins.module_utils.rpa_preflight import calendar_verdict, dir_verdict, user_verdict
+from ansible_collections.rpa.engine.plugins.module_utils.rpa_preflight import (
+    SSH_QUERIES, calendar_verdict, dir_verdict, ssh_algorithms, user_verdict)
 
 
 def lookup_user(name):
@@ -93,6 +106,7 @@ def main():
             users=dict(type="list", elements="str", default=[]),
             calendars=dict(type="list", elements="str", default=[]),
             writable_dirs=dict(type="list", elements="str", default=[]),
+            ssh_algorithms=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -103,8 +117,15 @@ def main():
         for expression in p["calendars"]:
             rc, out, err = module.run_command([analyze, "calendar", expression])
             calendars[expression] = calendar_verdict(rc, out, err)
+    ssh = dict((kind, []) for kind in SSH_QUERIES)
+    if p["ssh_algorithms"]:
+        ssh_bin = module.get_bin_path("ssh", required=True)
+        for kind in SSH_QUERIES:
+            rc, out, dummy = module.run_command([ssh_bin, "-Q", kind])
+            ssh[kind] = ssh_algorithms(rc, out)
     module.exit_json(
         changed=False,
+        ssh=ssh,
         users=dict((name, lookup_user(name)) for name in p["users"]),
         calendars=calendars,
         dirs=dict((path, dir_verdict(path)) for path in p["writable_dirs"]),
