@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -118,3 +119,16 @@ def test_validators_refuse_broken_candidates_and_keep_the_live_files(host, serve
         assert host.file(path).sha256sum == before[path], f"{path} changed although its candidate was refused"
     for unit in ("ssh", "rpa-firewall", "docker"):
         assert host.service(unit).is_running, unit
+
+
+# The units this project installs; systemd's own rating of their sandboxing (0 safest - 10 exposed).
+SANDBOXED_UNITS = ("rpa-backup.service", "rpa-backup-drill.service", "rpa-compose-watchdog.service")
+
+
+def test_the_units_this_project_installs_are_sandboxed(host):
+    """`systemd-analyze security` rates each at 5.0 or less (they were 8.9, "EXPOSED")."""
+    out = host.check_output("systemd-analyze security --no-pager " + " ".join(SANDBOXED_UNITS))
+    levels = dict(re.findall(r"Overall exposure level for (\S+): ([0-9.]+)", out))
+    print("systemd-analyze security:", levels)
+    assert set(levels) == set(SANDBOXED_UNITS), out[-2000:]
+    assert all(float(level) <= 5.0 for level in levels.values()), levels
