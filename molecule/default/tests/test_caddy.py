@@ -254,6 +254,10 @@ def test_the_access_log_rotates_at_its_size(host, inventory_additions, ports):
     rotated = host.check_output("ls /var/log/caddy/ | grep -E '^access-.*\\.log\\.gz$' || true").split()
     assert 1 <= len(rotated) <= 2, rotated
     assert host.file("/var/log/caddy/access.log").size <= 1024 * 1024 + 8192
+    # Client addresses and URLs: readable by Caddy's group, not by every local user - rolled files too.
+    for name in ["access.log"] + rotated:
+        log = host.file(f"/var/log/caddy/{name}")
+        assert (log.user, log.group, log.mode) == ("caddy", "caddy", 0o640), (name, log.user, log.group, oct(log.mode))
 
 
 def test_inventory_additions_go_with_the_inventory(inventory_additions, ports):
