@@ -119,3 +119,37 @@ def test_secret(value, min_length, ok):
 ])
 def test_db_password(value, ok):
     assert v.rpa_db_password(value) is ok
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    (16, True), (256, True), (4194304, True),
+    (15, False), (0, False), (-1, False), ("256", False), (True, False), (256.0, False), (None, False),
+])
+def test_pids_limit(value, ok):
+    assert v.rpa_pids_limit(value) is ok
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    (0.5, True), (1, True), ("1.5", True), (0.01, True), (64, True),
+    (0, False), (0.001, False), (65, False), ("half", False), ("", False), (True, False), (None, False), ([1], False),
+])
+def test_cpu_limit(value, ok):
+    assert v.rpa_cpu_limit(value) is ok
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ("NET_BIND_SERVICE", True), ("CAP_NET_RAW", True), ("CHOWN", True), ("SYS_ADMIN", True),
+    ("net_bind_service", False), ("NET_BIND", False), ("ALL", False), ("", False), (None, False), (["CHOWN"], False),
+])
+def test_capability(value, ok):
+    assert v.rpa_capability(value) is ok
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ("203.0.113.0/24", True), ("203.0.113.10", True), ("203.0.113.10/32", True), ("2001:db8::/32", True),
+    ("0.0.0.0/0", True),
+    ("203.0.113.10/24", False), ("203.0.113.0/33", False), ("203.0.113", False), ("rpa.example.com", False),
+    (" 203.0.113.0/24", False), ("", False), (None, False), (24, False),
+])
+def test_cidr(value, ok):
+    assert v.rpa_cidr(value) is ok

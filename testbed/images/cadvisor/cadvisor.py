@@ -8,18 +8,22 @@ container_spec_memory_limit_bytes, container_cpu_usage_seconds_total,
 container_start_time_seconds, container_last_seen - labelled with name,
 image and the Compose service label as cAdvisor does
 (container_label_com_docker_compose_service). /healthz answers "ok".
-Command-line flags (upstream's) are accepted and ignored.
+Command-line flags (upstream's) are accepted and ignored, except --docker: the
+Docker API endpoint as upstream takes it (unix:///var/run/docker.sock, the
+default, or tcp://host:port - the monitoring role's filtering proxy).
 """
 
 import datetime as dt
 import http.client
 import json
 import socket
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-SOCKET = "/var/run/docker.sock"
+ENDPOINT = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--docker=")),
+                "unix:///var/run/docker.sock")
 
 
 class UnixConnection(http.client.HTTPConnection):
@@ -29,11 +33,18 @@ class UnixConnection(http.client.HTTPConnection):
     def connect(self):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(10)
-        self.sock.connect(SOCKET)
+        self.sock.connect(ENDPOINT.removeprefix("unix://"))
+
+
+def connection():
+    if ENDPOINT.startswith("tcp://"):
+        host, _, port = ENDPOINT.removeprefix("tcp://").rpartition(":")
+        return http.client.HTTPConnection(host, int(port), timeout=10)
+    return UnixConnection()
 
 
 def api(path):
-    conn = UnixConnection()
+    conn = connection()
     try:
         conn.request("GET", path)
         resp = conn.getresponse()

@@ -3,7 +3,8 @@
 On an empty PGDATA: initdb with the superuser POSTGRES_USER/POSTGRES_PASSWORD
 (or the content of POSTGRES_PASSWORD_FILE, read as the postgres user, as the
 upstream image does; SCRAM), local trust, password logins from the network, then POSTGRES_DB.
-Then exec the command as the postgres user.
+Then exec the command as the postgres user. Started as that uid already (Compose
+`user: "999:999"`, no capabilities), it does the same without gosu, as upstream does.
 """
 
 import os
@@ -17,14 +18,16 @@ DB = os.environ.get("POSTGRES_DB", USER)
 
 
 def as_postgres(cmd, **kw):
-    return subprocess.run(["gosu", "postgres", *cmd], check=True, **kw)
+    # Started as root: drop to postgres; started as the postgres uid (Compose `user:`), already there.
+    prefix = ["gosu", "postgres"] if os.getuid() == 0 else []
+    return subprocess.run([*prefix, *cmd], check=True, **kw)
 
 
 def init():
     password = os.environ.get("POSTGRES_PASSWORD")
     if not password and os.environ.get("POSTGRES_PASSWORD_FILE"):
-        read = subprocess.run(["gosu", "postgres", "cat", os.environ["POSTGRES_PASSWORD_FILE"]],
-                              capture_output=True, text=True, check=False)
+        read = subprocess.run([*(["gosu", "postgres"] if os.getuid() == 0 else []), "cat",
+                               os.environ["POSTGRES_PASSWORD_FILE"]], capture_output=True, text=True, check=False)
         if read.returncode != 0:
             sys.exit("POSTGRES_PASSWORD_FILE cannot be read by the postgres user: " + read.stderr.strip())
         password = read.stdout.strip()
@@ -32,7 +35,8 @@ def init():
         sys.exit("POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE must be set on first start (the data directory is empty)")
     with tempfile.NamedTemporaryFile("w", dir="/tmp", delete=False) as pw:
         pw.write(password + "\n")
-    os.chown(pw.name, *pwd_ids())
+    if os.getuid() == 0:
+        os.chown(pw.name, *pwd_ids())
     try:
         as_postgres(["initdb", "-D", PGDATA, "-U", USER, f"--pwfile={pw.name}",
                      "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8"])
@@ -65,6 +69,9 @@ def main():
             init()
         if args[0] == "postgres":
             os.execvp("gosu", ["gosu", "postgres", *args])
+    elif args[0] == "postgres" and not os.path.exists(os.path.join(PGDATA, "PG_VERSION")):
+        # As upstream: a non-root start initialises a data directory that this uid owns.
+        init()
     os.execvp(args[0], args)
 
 

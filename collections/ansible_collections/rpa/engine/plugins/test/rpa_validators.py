@@ -8,6 +8,7 @@ must turn bad input into a clear message, not a traceback.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import zoneinfo
 
@@ -106,6 +107,49 @@ def rpa_db_password(value) -> bool:
     return rpa_secret(value, 16) and bool(_PRINTABLE_NO_SPACE.match(value))
 
 
+# Linux capabilities (capabilities(7), up to 6.x), as Docker's cap_add takes them (without "CAP_").
+CAPABILITIES = frozenset("""
+    AUDIT_CONTROL AUDIT_READ AUDIT_WRITE BLOCK_SUSPEND BPF CHECKPOINT_RESTORE CHOWN DAC_OVERRIDE
+    DAC_READ_SEARCH FOWNER FSETID IPC_LOCK IPC_OWNER KILL LEASE LINUX_IMMUTABLE MAC_ADMIN MAC_OVERRIDE
+    MKNOD NET_ADMIN NET_BIND_SERVICE NET_BROADCAST NET_RAW PERFMON SETFCAP SETGID SETPCAP SETUID
+    SYSLOG SYS_ADMIN SYS_BOOT SYS_CHROOT SYS_MODULE SYS_NICE SYS_PACCT SYS_PTRACE SYS_RAWIO
+    SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG WAKE_ALARM""".split())
+# Below this a container cannot even run its health check beside its own threads.
+MIN_PIDS = 16
+
+
+def rpa_pids_limit(value) -> bool:
+    """A container PIDs limit: a whole number from 16 (a bool is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and MIN_PIDS <= value <= 4194304
+
+
+def rpa_cpu_limit(value) -> bool:
+    """A container CPU limit (Compose ``cpus``): a number of CPUs from 0.01 to 64."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return False
+    try:
+        number = float(value)
+    except ValueError:
+        return False
+    return 0.01 <= number <= 64
+
+
+def rpa_capability(value) -> bool:
+    """A Linux capability name as Docker takes it (``NET_BIND_SERVICE``; ``CAP_`` prefix allowed)."""
+    return isinstance(value, str) and value.upper().removeprefix("CAP_") in CAPABILITIES and value == value.upper()
+
+
+def rpa_cidr(value) -> bool:
+    """An IPv4 or IPv6 network (``203.0.113.0/24``, ``2001:db8::/32``) or a single address, host bits clear."""
+    if not isinstance(value, str) or not value or value != value.strip():
+        return False
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        return False
+    return True
+
+
 class TestModule:
     """Ansible entry point."""
 
@@ -124,4 +168,8 @@ class TestModule:
             "rpa_string_list": rpa_string_list,
             "rpa_secret": rpa_secret,
             "rpa_db_password": rpa_db_password,
+            "rpa_pids_limit": rpa_pids_limit,
+            "rpa_cpu_limit": rpa_cpu_limit,
+            "rpa_capability": rpa_capability,
+            "rpa_cidr": rpa_cidr,
         }
