@@ -67,3 +67,21 @@ def test_an_archive_without_manifest_is_refused(tmp_path):
 
 def test_archives_missing():
     assert rpa_images.image_ids_from_manifest([{"Config": "abc.json"}]) == ["sha256:abc"]
+
+
+def test_production_default_images_are_pinned_to_a_version():
+    """.compose-lint.yml turns CL-0004 off for the test bed's local :latest images; this keeps it honest."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    refs = {}
+    for defaults in sorted(root.glob("roles/*/defaults/main.yml")):
+        data = yaml.safe_load(defaults.read_text()) or {}
+        refs.update({k: v for k, v in data.items() if k.endswith("_image") and isinstance(v, str)})
+        refs.update({f"app_images[{k}]": v for k, v in (data.get("app_images") or {}).items()})
+    assert "monitoring_docker_api_proxy_image" in refs and len(refs) >= 15
+    for name, ref in refs.items():
+        tag = ref.rsplit("/", 1)[-1].partition(":")[2]
+        assert tag and tag != "latest" and any(ch.isdigit() for ch in tag), f"{name}={ref} is not pinned"
