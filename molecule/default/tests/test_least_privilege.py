@@ -32,8 +32,8 @@ SECRET_FILES = {
     f"{PROJECT_DIR}/config/redis/users.acl": "redis",
     f"{PROJECT_DIR}/config/redis/client.auth": "redis",
     f"{PROJECT_DIR}/config/pgbouncer/userlist.txt": "pgbouncer",
-    f"{PROJECT_DIR}/config/postgres/superuser_password": "postgres",
-    f"{PROJECT_DIR}/config/monitoring/grafana/secrets/admin_password": "grafana",
+    f"{PROJECT_DIR}/config/postgres/superuser_password": "postgres",  # secret-scan: allow (a path and its reader)
+    f"{PROJECT_DIR}/config/monitoring/grafana/secrets/admin_password": "grafana",  # secret-scan: allow (a path)
     "/var/lib/docker/containers": None,  # every container's environment (config.v2.json)
     "/var/run/docker.sock": "docker-api-proxy",
     "/run/docker.sock": "docker-api-proxy",

@@ -83,6 +83,12 @@ CASES = [
     ("app_backend_port", 70000, "port out of range"),
     ("app_backend_port", 3000, "the frontend's port"),
     ("app_memory_limits", {"backend": "1 GB"}, "not a Docker memory size"),
+    ("app_uid", 0, "the app services would run as root"),
+    ("app_pids_limits", {"backend": 8, "celery-worker": 256, "celery-beat": 64, "flower": 128, "frontend": 128,
+                         "deployer": 128}, "a PIDs limit below 16"),
+    ("app_capabilities", {"frontend": ["NET_BIND"]}, "no such capability"),
+    ("redis_pids_limit", 15, "a PIDs limit below 16"),
+    ("postgres_cpu_limit", "fast", "not a number of CPUs"),
     # Not a variable: the connecting user's key lives only in ~/.ssh/authorized_keys2 (sshd reads it,
     # so the login works), and the role switches password logins off - the preflight must see no
     # authorized_keys and stop before the hardening could strand that user.
