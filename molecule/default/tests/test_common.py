@@ -133,3 +133,34 @@ def test_the_units_this_project_installs_are_sandboxed(host):
     print("systemd-analyze security:", levels)
     assert set(levels) == set(SANDBOXED_UNITS), out[-2000:]
     assert all(float(level) <= 5.0 for level in levels.values()), levels
+
+
+# One key of each kind the role sets, with its value.
+NETWORK_SYSCTLS = {"net.ipv4.conf.all.accept_redirects": "0", "net.ipv4.conf.all.rp_filter": "1",
+                   "net.ipv4.tcp_syncookies": "1", "net.ipv4.conf.all.log_martians": "1",
+                   "net.ipv6.conf.all.accept_source_route": "0", "net.ipv4.conf.default.send_redirects": "0"}
+KERNEL_SYSCTLS = {"kernel.kptr_restrict": "2", "kernel.dmesg_restrict": "1", "fs.protected_symlinks": "1",
+                  "fs.suid_dumpable": "0", "kernel.unprivileged_bpf_disabled": "1", "net.core.bpf_jit_harden": "2"}
+
+
+def test_sysctl_hardening_is_set_where_this_host_owns_the_knob(host):
+    """Network keys are live (the server's own network namespace); kernel-wide keys are set on a
+    machine of its own, and in a container (the test bed) listed but commented out."""
+    lines = host.file("/etc/sysctl.d/90-rpa-engine.conf").content_string.splitlines()
+    in_container = host.run("systemd-detect-virt --container").rc == 0
+    for key, value in NETWORK_SYSCTLS.items():
+        assert f"{key} = {value}" in lines, key
+        assert host.check_output(f"sysctl -n {key}") == value, key
+    for key, value in KERNEL_SYSCTLS.items():
+        if in_container:
+            assert f"# {key} = {value}" in lines, key
+        else:
+            assert f"{key} = {value}" in lines and host.check_output(f"sysctl -n {key}") == value, key
+
+
+def test_the_security_suite_is_among_apt_sources(host):
+    codename = host.system_info.codename
+    assert f"{codename}-security" in host.check_output("apt-cache policy"), "no security suite in apt's index"
+    # Ours only where no other source names it (the test bed's image has none).
+    named = host.run("grep -rlsE '^[^#]*[a-z]-security([[:space:]]|$)' /etc/apt/sources.list /etc/apt/sources.list.d")
+    assert named.stdout.split() == ["/etc/apt/sources.list.d/rpa-security.sources"], named.stdout

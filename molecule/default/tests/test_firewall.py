@@ -8,6 +8,7 @@ server container's own address, only 22, 80 and 443 may answer.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from conftest import TESTBED, probe_from_outside
+from conftest import TESTBED, probe_from_outside, probe_tcp
 
 ALLOWED = {22, 80, 443}
 PROBE_IMAGE = "rpa-testbed/http-probe:latest"
@@ -58,12 +59,25 @@ def test_firewall_input_policy_is_drop(host):
     assert "hook input priority filter; policy drop;" in table
 
 
-def test_caddy_metrics_port_is_closed_from_outside_while_caddy_listens_on_it(host, server):
-    """Port 2020 (Caddy's metrics) listens on every address; only the firewall keeps the outside away."""
+def test_caddy_metrics_listen_on_the_docker_bridge_only_and_the_outside_is_kept_away(host, server):
+    """Port 2020 (Caddy's metrics) is bound to docker0's address alone, and the firewall drops the outside."""
+    bridge = json.loads(host.check_output("ip -json -4 address show dev docker0"))[0]["addr_info"][0]["local"]
     listeners = [line.split()[3] for line in host.check_output("ss -Hltn 'sport = :2020'").splitlines()]
-    assert any(not addr.startswith(("127.", "[::1]")) for addr in listeners), listeners
-    assert host.run("curl -fsS -o /dev/null http://127.0.0.1:2020/metrics").rc == 0  # Caddy serves it
+    assert listeners == [f"{bridge}:2020"], listeners
+    assert host.run(f"curl -fsS -o /dev/null http://{bridge}:2020/metrics").rc == 0  # Caddy serves it there
+    assert host.run("curl -sS -o /dev/null http://127.0.0.1:2020/metrics").rc == 7  # and nowhere else
     assert probe_from_outside(server["address"], [443, 2020]) == {443: "open", 2020: "filtered"}
+
+
+def test_caddy_admin_api_is_a_unix_socket_and_reloads_still_work(host):
+    assert host.check_output("ss -Hltn 'sport = :2019'") == ""
+    sock = host.file("/run/caddy/admin.sock")
+    assert sock.is_socket and (sock.user, sock.group) == ("caddy", "caddy")
+    assert host.file("/run/caddy").mode == 0o750
+    assert host.run("curl -fsS --unix-socket /run/caddy/admin.sock http://localhost/config/ -o /dev/null").rc == 0
+    pid = host.check_output("systemctl show -p MainPID --value caddy")
+    assert host.run("systemctl reload caddy").rc == 0  # caddy reload, through the socket
+    assert host.check_output("systemctl show -p MainPID --value caddy") == pid  # graceful: the same process
 
 
 def test_exposed_host_port_is_dropped_from_outside(host, server, exposed_listeners):
@@ -91,3 +105,34 @@ def test_only_ssh_http_https_answer_from_outside(host, server, exposed_listeners
                 if state == "open"}
     assert answered <= ALLOWED
     assert 22 in answered
+
+
+SSH_FLOOD = r"""
+import socket, sys
+address, attempts = sys.argv[1], int(sys.argv[2])
+outcomes = []
+for _ in range(attempts):
+    try:
+        socket.create_connection((address, 22), timeout=1).close()
+        outcomes.append("open")
+    except OSError:
+        outcomes.append("dropped")
+        if outcomes.count("dropped") == 3:
+            break
+print(outcomes.index("dropped") if "dropped" in outcomes else -1, len(outcomes))
+"""
+
+
+def test_new_ssh_connections_are_rate_limited_per_source(host, server):
+    """A client of its own (a container the test starts beside the server) opens SSH connections
+    back to back: after the inventory's burst they are dropped, while the controller still gets in."""
+    burst = int(host.check_output(
+        "nft list set inet rpa_firewall ssh_rate_v4 >/dev/null && nft list chain inet rpa_firewall input"
+        " | sed -n 's/.*limit rate over .* burst \\([0-9]*\\) packets.*/\\1/p' | head -1"))
+    proc = subprocess.run(["docker", "run", "--rm", PROBE_IMAGE, "python3", "-c", SSH_FLOOD, server["address"],
+                           str(burst + 60)], capture_output=True, text=True, timeout=120, check=True)
+    first_dropped, tried = map(int, proc.stdout.split())
+    print(f"SSH rate limit: burst {burst}; connection {first_dropped + 1} of {tried} was the first dropped")
+    # The bucket refills at the rate while the flood runs, so a few more than the burst get through.
+    assert burst <= first_dropped <= burst + 10, (first_dropped, tried)
+    assert probe_tcp(server["address"], 22) == "open"  # another source: its own bucket

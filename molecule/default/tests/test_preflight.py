@@ -72,6 +72,7 @@ CASES = [
     ("caddy_install_source", "snap", "unknown install source"),
     ("caddy_lb_try_duration", "30 seconds", "not a Caddy duration"),
     ("caddy_metrics_port", 70000, "port out of range"),
+    ("caddy_metrics_address", "0.0.0.0", "every address"),
     ("caddy_grafana_password", "short", "too short for the Grafana route"),
     ("app_image_source", "ftp", "unknown image source"),
     ("app_image_sources", {"frontend": "build"}, "build chosen without app_build_repo_url"),
