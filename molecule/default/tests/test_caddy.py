@@ -86,7 +86,7 @@ def answered_by(status: int, headers: dict, body: bytes) -> str:
 
 
 @pytest.mark.parametrize(("path", "service", "status"), [
-    ("/api/health", "backend", 200), ("/api/items", "backend", 200), ("/deploy/health", "deployer", 200),
+    ("/api/health", "backend", 200), ("/api/items", "backend", 200), ("/deploy/nothing-here", "deployer", 404),
     ("/", "frontend", 200), ("/some/spa/route", "frontend", 200), ("/missing-asset.js", "frontend", 404),
 ])
 def test_each_route_reaches_its_service(ports, path, service, status):
@@ -95,16 +95,24 @@ def test_each_route_reaches_its_service(ports, path, service, status):
 
 
 @pytest.mark.parametrize(("path", "service"), [
-    ("/api/health", "backend"), ("/deploy/health", "deployer"), ("/", "frontend")])
+    ("/api/health", "backend"), ("/deploy/nothing-here", "deployer"), ("/", "frontend")])
 def test_each_route_reaches_its_service_from_inside_the_server(host, path, service):
     body = host.check_output(
         f"curl -sk -m 10 --resolve {NAME}:443:127.0.0.1 -w '\\n%{{http_code}}' https://{NAME}{path}")
     content, _, status = body.rpartition("\n")
-    assert status == "200", body[-300:]
+    assert status == ("404" if path.startswith("/deploy/") else "200"), body[-300:]
     if service == "frontend":
         assert "served-by: frontend" in content
     else:
         assert json.loads(content)["service"] == service
+
+
+def test_the_deployer_health_says_up_and_nothing_more(host, ports):
+    status, _, body = request(ports["https"], "/deploy/health")
+    assert (status, json.loads(body)) == (200, {"status": "ok"}), body[:200]
+    # The deployer's own answer names the Docker engine's version; the one outside must not.
+    own = json.loads(host.check_output("curl -s -m 10 http://127.0.0.1:9000/health"))
+    assert own["docker"] and own["docker"].encode() not in body
 
 
 def test_the_websocket_upgrades_and_echoes_through_caddy(ports):
@@ -210,12 +218,15 @@ EXTRA_SITE = "http://extra.localhost {\n\trespond \"from an extra site\" 200\n}"
 def inventory_additions(host, server, ports, tmp_path_factory):
     """One caddy run with everything the inventory can add or change at once: a snippet in the main
     site, a whole extra site, the Grafana route's login set to Grafana's own admin login (so that a
-    leaked Authorization header would get in), and a 1 MiB access log that rotates."""
+    leaked Authorization header would get in), a 1 MiB access log that rotates, and /deploy/* for
+    the server's own addresses only."""
     extra = tmp_path_factory.mktemp("caddy") / "extra.json"
     extra.write_text(json.dumps({
         "caddy_extra_site_config": SNIPPET, "caddy_extra_sites": [EXTRA_SITE],
         "caddy_grafana_user": "admin", "caddy_grafana_password": secret("grafana_admin_password"),
-        "caddy_access_log_roll_size": "1MiB", "caddy_access_log_roll_keep": 2}))
+        "caddy_access_log_roll_size": "1MiB", "caddy_access_log_roll_keep": 2,
+        # Only the server itself may deploy: the controller, through the published port, may not.
+        "caddy_deploy_allowed_cidrs": ["127.0.0.1/32", "::1"]}))
     extra.chmod(0o600)
     state = {"restored": False}
     proc, _ = run_site("--tags", "caddy", "-e", f"@{extra}")
@@ -231,6 +242,14 @@ def test_an_inventory_snippet_adds_a_route(inventory_additions, ports):
 
 def test_an_inventory_site_block_is_served(inventory_additions, ports):
     assert request(ports["http"], "/", tls=False, name="extra.localhost")[::2] == (200, b"from an extra site")
+
+
+def test_deploy_is_refused_outside_the_allowed_networks(host, inventory_additions, ports):
+    status, _, body = request(ports["https"], "/deploy/health")  # one refusal: fail2ban bans at five
+    assert (status, json.loads(body)) == (403, {"error": "forbidden"}), (status, body[:200])
+    inside = host.check_output(
+        f"curl -sk -m 10 --resolve {NAME}:443:127.0.0.1 -w '\\n%{{http_code}}' https://{NAME}/deploy/health")
+    assert inside.rpartition("\n")[2] == "200", inside[-200:]
 
 
 def test_grafana_route_does_not_pass_its_login_on_to_grafana(host, inventory_additions, ports):
@@ -268,6 +287,7 @@ def test_inventory_additions_go_with_the_inventory(inventory_additions, ports):
     answer = request(ports["https"], "/rpa-test-snippet")
     assert (answer[0], answered_by(*answer)) == (200, "frontend"), answer[2][:200]
     assert request(ports["http"], "/", tls=False, name="extra.localhost")[2] != b"from an extra site"
+    assert request(ports["https"], "/deploy/health")[0] == 200  # open to all networks again
 
 
 def test_zero_failed_requests_while_the_backend_is_recreated(server, ports):
@@ -312,3 +332,53 @@ def test_caddyfile_holds_a_bcrypt_hash_not_the_password(host):
     assert len(hashes) == 1, "no bcrypt hash for the Grafana route's user"
     from passlib.hash import bcrypt
     assert bcrypt.verify(secret("caddy_grafana_password"), hashes[0])
+
+
+DEPLOY_GUESSER = r"""
+import json, socket, ssl, sys, time
+address, name, tries, bantime = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+ctx = ssl.create_default_context()
+ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+
+def post():
+    with ctx.wrap_socket(socket.create_connection((address, 443), timeout=3), server_hostname=name) as s:
+        s.sendall(f"POST /deploy/backend HTTP/1.1\r\nHost: {name}\r\nAuthorization: Bearer wrong-{time.time()}\r\n"
+                  f"Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
+        return int(s.recv(64).split()[1])
+
+def reachable():
+    try:
+        socket.create_connection((address, 443), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+statuses = [post() for _ in range(tries)]
+start = time.monotonic()
+while reachable() and time.monotonic() - start < 15:
+    time.sleep(0.5)
+banned = time.monotonic() - start
+while not reachable() and time.monotonic() - start < bantime + 30:
+    time.sleep(1)
+print(json.dumps({"statuses": statuses, "banned_after": banned, "let_in_after": time.monotonic() - start}))
+"""
+
+
+def test_fail2ban_bans_a_client_that_keeps_guessing_deploy_tokens_then_lets_it_in(host, server):
+    """A client of its own (a container the test starts beside the server) sends wrong deploy tokens
+    through Caddy: after caddy_deploy_ban_maxretry refusals it is banned, and let in after the ban time."""
+    jail = host.check_output("cat /etc/fail2ban/jail.d/rpa-deploy.local")
+    tries = int(jail.split("maxretry = ")[1].split()[0])
+    bantime = int(jail.split("bantime = ")[1].split()[0])
+    assert host.check_output("fail2ban-client status rpa-deploy").count("Currently banned:\t0") == 1
+    proc = subprocess.run(["docker", "run", "--rm", "rpa-testbed/http-probe:latest", "python3", "-c",
+                           DEPLOY_GUESSER, server["address"], NAME, str(tries), str(bantime)],
+                          capture_output=True, text=True, timeout=bantime + 90, check=True)
+    result = json.loads(proc.stdout)
+    print(f"fail2ban: {tries} wrong tokens, banned after {result['banned_after']:.1f} s, "
+          f"let in again after {result['let_in_after']:.1f} s (bantime {bantime} s)")
+    assert result["statuses"] == [401] * tries, result
+    assert result["banned_after"] < 10, result
+    assert bantime - 2 <= result["let_in_after"] <= bantime + 20, result
+    status = host.check_output("fail2ban-client status rpa-deploy")
+    assert int(status.split("Total banned:")[1].split()[0]) >= 1 and "Currently banned:\t0" in status, status

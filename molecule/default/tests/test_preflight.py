@@ -73,6 +73,7 @@ CASES = [
     ("caddy_lb_try_duration", "30 seconds", "not a Caddy duration"),
     ("caddy_metrics_port", 70000, "port out of range"),
     ("caddy_metrics_address", "0.0.0.0", "every address"),
+    ("caddy_deploy_allowed_cidrs", ["203.0.113.0/24", "203.0.113.10/24"], "host bits set: not a network"),
     ("caddy_grafana_password", "short", "too short for the Grafana route"),
     ("app_image_source", "ftp", "unknown image source"),
     ("app_image_sources", {"frontend": "build"}, "build chosen without app_build_repo_url"),
