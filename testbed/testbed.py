@@ -98,7 +98,9 @@ def docker_out(*args: str) -> str:
 # --------------------------------------------------------------------- prereqs
 def cmd_prereqs(_args: argparse.Namespace) -> None:
     wanted = {"dockerd": "docker.io", "debootstrap": "debootstrap",
-              "ssh": "openssh-client", "ssh-keygen": "openssh-client", "zstd": "zstd"}
+              "ssh": "openssh-client", "ssh-keygen": "openssh-client", "zstd": "zstd",
+              # verify's host audit copies the controller's Lynis into the server.
+              "lynis": "lynis"}
     missing = sorted({pkg for binary, pkg in wanted.items() if shutil.which(binary) is None})
     if not missing:
         return

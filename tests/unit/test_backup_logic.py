@@ -87,3 +87,12 @@ def test_dump_names_sort_by_time_and_match_the_pattern():
     assert name == "rpa_engine-20261125T031500Z.dump"
     assert rpa_backup.DUMP_RE.match(name)
     assert not rpa_backup.DUMP_RE.match("." + name + ".partial")
+
+
+def test_a_second_backup_within_the_same_second_gets_a_name_of_its_own():
+    first = rpa_backup.dump_name("rpa_engine", NOW)
+    assert rpa_backup.free_dump_name("rpa_engine", NOW, set()) == first
+    second = rpa_backup.free_dump_name("rpa_engine", NOW, {first, first + ".sha256"})
+    assert second == "rpa_engine-20261125T031501Z.dump" and second > first
+    third = rpa_backup.free_dump_name("rpa_engine", NOW, {first, second})
+    assert third == "rpa_engine-20261125T031502Z.dump"

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, run_playbook
+from conftest import ROOT, run_playbook, run_site, ssh_argv
 
 
 def test_timezone_is_utc(host):
@@ -164,3 +164,70 @@ def test_the_security_suite_is_among_apt_sources(host):
     # Ours only where no other source names it (the test bed's image has none).
     named = host.run("grep -rlsE '^[^#]*[a-z]-security([[:space:]]|$)' /etc/apt/sources.list /etc/apt/sources.list.d")
     assert named.stdout.split() == ["/etc/apt/sources.list.d/rpa-security.sources"], named.stdout
+
+
+ADMIN = "rpa-ops"
+
+
+def ssh_as(server: dict, user: str, command: str) -> subprocess.CompletedProcess:
+    argv = ssh_argv(server, command)
+    argv[argv.index("root@127.0.0.1")] = f"{user}@127.0.0.1"
+    return subprocess.run([*argv[:1], "-o", "BatchMode=yes", *argv[1:]], capture_output=True, text=True, timeout=30)
+
+
+def test_an_admin_account_replaces_root_on_ssh(host, server, tmp_path):
+    """common_admin_user: an account with the given key and sudo; connected as it, root's SSH login
+    can be switched off, and the admin still gets in and becomes root. Put back at the end."""
+    key = subprocess.run(["ssh-keygen", "-y", "-f", server["key"]], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    admin = tmp_path / "admin.json"
+    admin.write_text(json.dumps({"common_admin_user": ADMIN, "common_admin_authorized_keys": [f"{key} rpa-test"]}))
+    as_admin = tmp_path / "as-admin.json"
+    as_admin.write_text(json.dumps({"ansible_user": ADMIN, "common_ssh_permit_root_login": "no",
+                                    "common_admin_user": ADMIN, "common_admin_authorized_keys": [f"{key} rpa-test"]}))
+    try:
+        proc, _ = run_site("--tags", "common_admin", "-e", f"@{admin}")
+        assert proc.returncode == 0, proc.stdout[-2000:]
+        assert host.file(f"/home/{ADMIN}/.ssh/authorized_keys").mode == 0o600
+        assert host.check_output(f"getent shadow {ADMIN}").split(":")[1] == "!"  # no password to guess
+        assert ssh_as(server, ADMIN, "sudo -n id -u").stdout.strip() == "0"
+        proc, _ = run_site("--tags", "common_admin,common_ssh", "-e", f"@{as_admin}")
+        assert proc.returncode == 0, proc.stdout[-2000:]
+        assert "PermitRootLogin no" in host.file("/etc/ssh/sshd_config.d/00-rpa-engine-hardening.conf").content_string
+        refused = ssh_as(server, "root", "true")
+        assert refused.returncode == 255 and "Permission denied" in refused.stderr, refused.stderr
+        assert ssh_as(server, ADMIN, "sudo -n id -u").stdout.strip() == "0"
+    finally:
+        # Back to the inventory's root login, connected as the admin (root may be shut out by now).
+        proc, _ = run_site("--tags", "common_ssh", "-e", f"ansible_user={ADMIN}")
+        host.run(f"userdel -r {ADMIN}; rm -f /etc/sudoers.d/90-rpa-admin")
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert ssh_as(server, "root", "true").returncode == 0
+
+
+LYNIS_DIR = "/var/tmp/rpa-lynis"
+
+
+def test_lynis_hardening_index(host, server):
+    """Lynis (the controller's Debian package, copied in for the audit and removed afterwards) audits
+    the converged server; its hardening index and findings are printed (README, Benchmarks)."""
+    files = subprocess.run(["tar", "-C", "/", "-cf", "-", "usr/share/lynis", "usr/sbin/lynis", "etc/lynis"],
+                           capture_output=True, check=True).stdout
+    host.run(f"rm -rf {LYNIS_DIR}")
+    subprocess.run(["docker", "exec", "-i", server["name"], "sh", "-c",
+                    f"mkdir -p {LYNIS_DIR} && tar -C {LYNIS_DIR} -xf -"], input=files, check=True)
+    try:
+        res = host.run(f"cd {LYNIS_DIR}/usr/share/lynis && cp ../../sbin/lynis . && ./lynis audit system --quick "
+                       f"--no-colors --profile {LYNIS_DIR}/etc/lynis/default.prf --report-file {LYNIS_DIR}/report.dat "
+                       f"--logfile {LYNIS_DIR}/lynis.log >/dev/null 2>&1; cat {LYNIS_DIR}/report.dat")
+        report = res.stdout.splitlines()
+    finally:
+        host.run(f"rm -rf {LYNIS_DIR}")
+    index = int(next(line.split("=", 1)[1] for line in report if line.startswith("hardening_index=")))
+    warnings = [line.split("=", 1)[1] for line in report if line.startswith("warning[]=")]
+    suggestions = [line.split("=", 1)[1].split("|")[0] for line in report if line.startswith("suggestion[]=")]
+    print(f"Lynis {next(line.split('=', 1)[1] for line in report if line.startswith('lynis_version='))}: "
+          f"hardening index {index}, {len(warnings)} warnings, {len(suggestions)} suggestions")
+    print("warnings: " + "; ".join(warnings))
+    print("suggestions: " + ", ".join(suggestions))
+    assert index >= 80, (index, warnings)

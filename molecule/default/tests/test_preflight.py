@@ -25,6 +25,7 @@ CASES = [
     ("common_ssh_port", 70000, "port out of range"),
     ("common_ssh_permit_root_login", "yes", "unknown choice"),
     ("common_ssh_permit_root_login", "no", "would lock out root, the connecting user"),
+    ("common_admin_user", "ops", "an admin account without any key"),
     ("common_ssh_allow_users", ["operator"], "would lock out the connecting user"),
     ("common_ssh_kex_algorithms", ["curve448-sha512"], "a key exchange OpenSSH does not know"),
     ("common_ssh_macs", ["hmac-sha2-256-etm@openssh.com", "hmac-sha3-256"], "one MAC OpenSSH does not know"),

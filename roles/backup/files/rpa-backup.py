@@ -138,6 +138,14 @@ def dump_name(db: str, when: dt.datetime) -> str:
     return f"{db}-{when.strftime('%Y%m%dT%H%M%SZ')}.dump"
 
 
+def free_dump_name(db: str, when: dt.datetime, taken: set[str]) -> str:
+    """dump_name, moved on by whole seconds past any name already taken: two backups within one
+    second must not replace each other (the names still sort by time)."""
+    while (name := dump_name(db, when)) in taken:
+        when += dt.timedelta(seconds=1)
+    return name
+
+
 # ------------------------------------------------------------------ files
 def log(msg: str) -> None:
     print(msg, flush=True)
@@ -313,7 +321,8 @@ class Backups:
     def backup(self) -> Path:
         start = time.time()
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        final = self.dir / dump_name(self.db, dt.datetime.now(dt.timezone.utc))
+        final = self.dir / free_dump_name(self.db, dt.datetime.now(dt.timezone.utc),
+                                          {p.name for p in self.dir.iterdir()})
         tmp = self.dir / f".{final.name}.partial"
         try:
             counts = self.dump(tmp)
