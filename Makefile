@@ -62,9 +62,10 @@ $(VENV)/.installed: requirements.txt
 	$(TIMED) "venv" -- $(VENV)/bin/pip install -q -r requirements.txt
 	touch $@
 
+# `sink`: the alert receiver (SMTP, HTTPS webhook) the servers' Alertmanager delivers to.
 testbed:
 	$(TIMED) "testbed: engine, images" -- sh -c '$(TESTBED) prereqs && $(TESTBED) engine && \
-	  $(TESTBED) images && $(TESTBED) save-images'
+	  $(TESTBED) images && $(TESTBED) save-images && $(TESTBED) sink'
 
 demo: venv testbed demo-vault
 	$(TESTBED) up $(DEMO_NAME) --ssh-port $(DEMO_SSH_PORT) \

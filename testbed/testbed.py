@@ -17,15 +17,20 @@ Only the standard library is used: this runs before the project's venv exists.
     testbed.py down NAME          remove the server and its nested Docker data
     testbed.py load-images NAME [IMAGE ...]   copy test images into NAME's nested engine
     testbed.py save-images        image archives: .testbed/images/services.tar.zst and app.tar.zst
+    testbed.py sink               the alert receiver (SMTP + HTTPS webhook) the servers' Alertmanager reaches
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import ipaddress
 import json
 import os
+import re
+import secrets
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -100,7 +105,9 @@ def cmd_prereqs(_args: argparse.Namespace) -> None:
     wanted = {"dockerd": "docker.io", "debootstrap": "debootstrap",
               "ssh": "openssh-client", "ssh-keygen": "openssh-client", "zstd": "zstd",
               # verify's host audit copies the controller's Lynis into the server.
-              "lynis": "lynis"}
+              "lynis": "lynis",
+              # the alert sink's throwaway CA and certificate.
+              "openssl": "openssl"}
     missing = sorted({pkg for binary, pkg in wanted.items() if shutil.which(binary) is None})
     if not missing:
         return
@@ -283,7 +290,7 @@ def cmd_down(args: argparse.Namespace) -> None:
 
 
 def cmd_load_images(args: argparse.Namespace) -> None:
-    images = args.images or [image_name(p) for p in contexts() if p.name != "server"]
+    images = args.images or [image_name(p) for p in contexts() if p.name not in ("server", "alert-sink")]
     for image in images:
         outer_id = docker_out("image", "inspect", "--format", "{{.Id}}", image)
         inner = docker("exec", args.name, "docker", "image", "inspect", "--format", "{{.Id}}",
@@ -332,9 +339,197 @@ def cmd_save_images(args: argparse.Namespace) -> None:
     docker_image_archives) and the reference app (app role's app_image_archives)."""
     out = Path(args.output)
     services = [image_name(p) for p in sorted(IMAGES_DIR.iterdir())
-                if (p / "Dockerfile").is_file() and p.name not in ("server", "http-probe")]
+                if (p / "Dockerfile").is_file() and p.name not in ("server", "http-probe", "alert-sink")]
     save_archive(services, out / "services.tar.zst")
     save_archive([image_name(REFAPP_DIR)], out / "app.tar.zst")
+
+
+# ------------------------------------------------------------------ alert sink
+# Where the servers' Alertmanager delivers: an SMTP server (STARTTLS and AUTH
+# required) and an HTTPS webhook sink, in one container on the controller's
+# engine (testbed/images/alert-sink).  Its ports are published on the default
+# bridge's gateway address, which a server container reaches directly and its
+# nested containers through the server's NAT.
+SINK_NAME = "rpa-alert-sink"
+SINK_CONTEXT = IMAGES_DIR / "alert-sink"
+SINK_DIR = STATE_DIR / "alert-sink"
+SINK_DNS = "alert-sink.test"
+SINK_PORTS = (8025, 8443)
+SINK_LABEL = "org.rpa-engine.testbed.alert-sink"
+# Bump when the `docker run` options below change.
+SINK_RUN_VERSION = "1"
+CA_DAYS = 3650
+CERT_DAYS = 825
+RENEW_DAYS = 30
+
+
+def bridge_gateway(inspect_output: str) -> str:
+    """The IPv4 gateway of `docker network inspect bridge` (JSON); the subnet's first
+    address when the engine leaves Gateway out, as Docker then uses that one."""
+    networks = json.loads(inspect_output)
+    for config in (networks[0].get("IPAM") or {}).get("Config") or []:
+        subnet = ipaddress.ip_network(config["Subnet"]) if config.get("Subnet") else None
+        if subnet is not None and subnet.version != 4:
+            continue
+        if config.get("Gateway"):
+            gateway = ipaddress.ip_address(config["Gateway"].split("/")[0])
+            if gateway.version == 4:
+                return str(gateway)
+        elif subnet is not None:
+            return str(next(subnet.hosts()))
+    raise TestbedError("the default bridge network has no IPv4 gateway")
+
+
+def cert_facts(x509_text: str) -> tuple[set[str], float | None]:
+    """SANs ("IP:a.b.c.d", "DNS:name") and notAfter (epoch) from
+    `openssl x509 -noout -enddate -ext subjectAltName`."""
+    sans = set()
+    for kind, value in re.findall(r"\b(IP Address|DNS):([^,\s]+)", x509_text):
+        if kind == "DNS":
+            sans.add(f"DNS:{value.lower()}")
+        else:
+            sans.add(f"IP:{ipaddress.ip_address(value)}")
+    end = re.search(r"^notAfter=(.+)$", x509_text, re.M)
+    return sans, (ssl.cert_time_to_seconds(end.group(1).strip()) if end else None)
+
+
+def cert_renewal_reason(sans: set[str], not_after: float | None, address: str, now: float,
+                        *, verified: bool, key_matches: bool) -> str | None:
+    """Why the sink's certificate must be made again, or None while it still serves."""
+    if not verified:
+        return "not signed by the current CA"
+    if not key_matches:
+        return "key and certificate do not match"
+    if f"IP:{ipaddress.ip_address(address)}" not in sans:
+        return f"{address} is not among its names"
+    if f"DNS:{SINK_DNS}" not in sans:
+        return f"{SINK_DNS} is not among its names"
+    if not_after is None or not_after - now < RENEW_DAYS * 86400:
+        return "it expires soon"
+    return None
+
+
+def openssl(*args: str) -> str:
+    return run(["openssl", *args], capture=True).stdout.decode()
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def make_ca(directory: Path) -> None:
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        cnf = Path(tmp) / "ca.cnf"
+        _write_private(cnf, "[req]\nprompt = no\ndistinguished_name = dn\nx509_extensions = v3\n"
+                            "[dn]\nCN = rpa-testbed alert-sink CA\n"
+                            "[v3]\nbasicConstraints = critical,CA:TRUE,pathlen:0\n"
+                            "keyUsage = critical,keyCertSign,cRLSign\nsubjectKeyIdentifier = hash\n")
+        openssl("req", "-x509", "-new", "-config", str(cnf), "-newkey", "ec",
+                "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", str(CA_DAYS),
+                "-keyout", f"{tmp}/ca.key", "-out", f"{tmp}/ca.pem")
+        os.chmod(f"{tmp}/ca.key", 0o600)
+        os.replace(f"{tmp}/ca.key", directory / "ca.key")
+        os.replace(f"{tmp}/ca.pem", directory / "ca.pem")
+
+
+def make_sink_cert(directory: Path, address: str) -> None:
+    # Python 3.13's default client context verifies strictly (VERIFY_X509_STRICT):
+    # the leaf needs an authorityKeyIdentifier, the CA critical basicConstraints.
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        ext = Path(tmp) / "sink.ext"
+        ext.write_text("[v3]\nbasicConstraints = critical,CA:FALSE\n"
+                       "keyUsage = critical,digitalSignature\nextendedKeyUsage = serverAuth\n"
+                       f"subjectAltName = IP:{address},DNS:{SINK_DNS}\n"
+                       "subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid:always\n")
+        openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-subj", f"/CN={SINK_DNS}", "-keyout", f"{tmp}/sink.key", "-out", f"{tmp}/sink.csr")
+        openssl("x509", "-req", "-in", f"{tmp}/sink.csr", "-CA", str(directory / "ca.pem"),
+                "-CAkey", str(directory / "ca.key"), "-set_serial", str(secrets.randbits(120)),
+                "-days", str(CERT_DAYS), "-extfile", str(ext), "-extensions", "v3", "-out", f"{tmp}/sink.pem")
+        os.chmod(f"{tmp}/sink.key", 0o600)
+        os.replace(f"{tmp}/sink.key", directory / "sink.key")
+        os.replace(f"{tmp}/sink.pem", directory / "sink.pem")
+
+
+def ensure_sink_certs(directory: Path, address: str) -> None:
+    """A throwaway CA (made once) and the sink's certificate for address and SINK_DNS."""
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    ca_pem, ca_key = directory / "ca.pem", directory / "ca.key"
+    ca_end = None
+    if ca_pem.exists() and ca_key.exists():
+        ca_end = cert_facts(openssl("x509", "-in", str(ca_pem), "-noout", "-enddate"))[1]
+    if ca_end is None or ca_end - time.time() < (CERT_DAYS + RENEW_DAYS) * 86400:
+        make_ca(directory)
+        log(f"made the alert sink's CA {ca_pem}")
+    pem, key = directory / "sink.pem", directory / "sink.key"
+    reason = "there is none"
+    if pem.exists() and key.exists():
+        verified = run(["openssl", "verify", "-CAfile", str(ca_pem), str(pem)],
+                       check=False, capture=True).returncode == 0
+        key_matches = (openssl("x509", "-in", str(pem), "-noout", "-pubkey")
+                       == openssl("pkey", "-in", str(key), "-pubout"))
+        sans, not_after = cert_facts(openssl("x509", "-in", str(pem), "-noout", "-enddate",
+                                             "-ext", "subjectAltName"))
+        reason = cert_renewal_reason(sans, not_after, address, time.time(),
+                                     verified=verified, key_matches=key_matches)
+    if reason:
+        make_sink_cert(directory, address)
+        log(f"made the alert sink's certificate for {address} and {SINK_DNS} ({reason})")
+
+
+def sink_answers() -> bool:
+    return docker("exec", SINK_NAME, "python3", "/usr/local/lib/alert-sink/sink.py", "--check",
+                  check=False).returncode == 0
+
+
+def sink_ready(timeout: int = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sink_answers():
+            return
+        time.sleep(0.5)
+    logs = docker("logs", "--tail", "40", SINK_NAME, check=False)
+    raise TestbedError(f"{SINK_NAME} did not answer within {timeout} s\n"
+                       f"{(logs.stdout + logs.stderr).decode(errors='replace')}")
+
+
+def cmd_sink(_args: argparse.Namespace) -> None:
+    build_context(SINK_CONTEXT)
+    image = image_name(SINK_CONTEXT)
+    address = bridge_gateway(docker_out("network", "inspect", "bridge"))
+    ensure_sink_certs(SINK_DIR, address)
+    address_file = SINK_DIR / "address"
+    if not address_file.exists() or address_file.read_text() != address:
+        address_file.write_text(address)
+    image_id = docker_out("image", "inspect", "--format", "{{.Id}}", image)
+    cert_digest = hashlib.sha256((SINK_DIR / "sink.pem").read_bytes()
+                                 + (SINK_DIR / "sink.key").read_bytes()).hexdigest()
+    wanted = hashlib.sha256(f"{image_id} {cert_digest} {address} {SINK_RUN_VERSION}".encode()).hexdigest()[:16]
+    proc = docker("container", "inspect", "--format",
+                  f'{{{{.State.Status}}}} {{{{index .Config.Labels "{SINK_LABEL}"}}}}', SINK_NAME, check=False)
+    current = proc.stdout.decode().split() if proc.returncode == 0 else []
+    if current == ["running", wanted] and sink_answers():
+        log(f"{SINK_NAME} is current: smtp://{address}:{SINK_PORTS[0]}, https://{address}:{SINK_PORTS[1]}")
+        return
+    if current:
+        docker("rm", "-f", SINK_NAME)
+    docker("run", "-d", "--name", SINK_NAME, "--hostname", "alert-sink",
+           "--label", "org.rpa-engine.testbed=alert-sink", "--label", f"{SINK_LABEL}={wanted}",
+           "--restart", "unless-stopped",
+           *[opt for port in SINK_PORTS for opt in ("-p", f"{address}:{port}:{port}")],
+           "-v", f"{SINK_DIR / 'sink.pem'}:/certs/sink.pem:ro",
+           "-v", f"{SINK_DIR / 'sink.key'}:/certs/sink.key:ro",
+           # Reads the key as root, then runs as nobody (65534): SETUID/SETGID and nothing else.
+           # A --tmpfs takes the mode of the image's directory but not its owner, hence uid/gid.
+           "--tmpfs", "/data:uid=65534,gid=65534",
+           "--cap-drop", "ALL", "--cap-add", "SETUID", "--cap-add", "SETGID",
+           "--security-opt", "no-new-privileges", image)
+    sink_ready()
+    log(f"{'replaced' if current else 'started'} {SINK_NAME}: smtp://{address}:{SINK_PORTS[0]} "
+        f"(STARTTLS, AUTH), https://{address}:{SINK_PORTS[1]}; CA {SINK_DIR / 'ca.pem'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -360,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     save = sub.add_parser("save-images")
     save.add_argument("--output", default=str(STATE_DIR / "images"), help="directory of the archives")
     save.set_defaults(func=cmd_save_images)
+    sub.add_parser("sink").set_defaults(func=cmd_sink)
     args = parser.parse_args(argv)
     try:
         args.func(args)

@@ -44,6 +44,10 @@ MOLECULE_VAULT_ID = "molecule"
 # vault key -> length of a generated value (letters and digits): the catalogue's demo secrets.
 SECRETS = {entry["vault_key"]: entry["length"] for entry in yaml.safe_load(
     (ROOT / "catalogue" / "secrets.yml").read_text())["secrets"].values() if entry.get("demo")}
+# Credentials a provider issues (not drawn or rotated by us, so not in the catalogue, like
+# vault_app_registry_password): the test bed's alert sink stands in for the mail server and the
+# webhook service, and takes these.
+SECRETS.update({"vault_alert_smtp_password": 24, "vault_alert_webhook_token": 32})
 # Where a demo from before the vault kept each value (password lookups): the role
 # variable's name, app_ for the application's secrets.
 APP_SECRETS = {"vault_jwt_secret", "vault_deploy_token", "vault_flower_password"}

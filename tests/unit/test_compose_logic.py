@@ -228,3 +228,23 @@ def test_a_missing_container_or_hash_is_not_settled():
     images = {"rpa-testbed/redis:latest": healthy["image_id"]}
     assert rc.settled(["redis"], {}, {"redis": healthy["config_hash"]}, images) is False
     assert rc.settled(["redis"], {"redis": healthy}, {}, images) is False
+
+
+# ------------------------------------------------------- maintenance silence
+def test_maintenance_spec_needs_url_server_and_alerts():
+    good = '{"url": "http://127.0.0.1:9093", "server": "rpa-1", "alerts": ["TargetDown"]}'
+    assert rc.maintenance_spec(good)["server"] == "rpa-1"
+    for bad in (None, "", "not json", "[]", '{"url": "http://127.0.0.1:9093", "server": "rpa-1", "alerts": []}',
+                '{"server": "rpa-1", "alerts": ["TargetDown"]}'):
+        assert rc.maintenance_spec(bad) is None, bad
+
+
+def test_the_silence_is_scoped_to_the_server_and_the_alerts_and_ends_by_itself():
+    spec = {"url": "http://127.0.0.1:9093", "server": "rpa-1", "alerts": ["TargetDown", "EndpointDown"]}
+    body = rc.silence_request(spec, "app", ["backend", "frontend"], 1764500000, 480)
+    assert body["matchers"] == [
+        {"name": "server", "value": "rpa-1", "isRegex": False, "isEqual": True},
+        {"name": "alertname", "value": "TargetDown|EndpointDown", "isRegex": True, "isEqual": True}]
+    assert (body["startsAt"], body["endsAt"]) == ("2025-11-30T10:53:20Z", "2025-11-30T11:01:20Z")
+    assert body["createdBy"] == "rpa_compose"
+    assert body["comment"] == "planned work: fragment app recreating backend, frontend"

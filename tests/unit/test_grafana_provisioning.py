@@ -45,9 +45,7 @@ def test_datasource_provisioning():
     assert ds["isDefault"] is True and ds["uid"] == "prometheus"
     defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
     compose = yaml.safe_load(jinja2.Environment().from_string(
-        (ROLE / "templates" / "compose.yml.j2").read_text()).render(
-            monitoring_pids_limits=defaults["monitoring_pids_limits"],
-            monitoring_cpu_limits=defaults["monitoring_cpu_limits"], rpa_project_dir="/opt/rpa-engine"))
+        (ROLE / "templates" / "compose.yml.j2").read_text()).render(dict(defaults, rpa_project_dir="/opt/rpa-engine")))
     assert "prometheus" in compose["services"]
     assert any(p.endswith(":9090") for p in compose["services"]["prometheus"]["ports"])
 

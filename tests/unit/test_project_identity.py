@@ -28,9 +28,11 @@ def test_no_shipped_file_writes_out_the_project_name():
 
 
 def test_alert_rules_select_the_configured_project():
-    text = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(
-        (ROOT / "roles" / "monitoring" / "templates" / "rules.yml.j2").read_text()).render(
-        ansible_managed="managed", monitoring_target_down_for="2m", rpa_project_name="rpa-second")
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    env.filters["regex_escape"] = re.escape
+    defaults = yaml.safe_load((ROOT / "roles" / "monitoring" / "defaults" / "main.yml").read_text())
+    text = env.from_string((ROOT / "roles" / "monitoring" / "templates" / "rules.yml.j2").read_text()).render(
+        dict(defaults, ansible_managed="managed", rpa_project_name="rpa-second"))
     exprs = [rule["expr"] for group in yaml.safe_load(text)["groups"] for rule in group["rules"]]
     selectors = [m for e in exprs for m in re.findall(r'compose_project="([^"]*)"', e)]
     assert selectors and set(selectors) == {"rpa-second"}, selectors

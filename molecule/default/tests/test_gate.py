@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import pytest
@@ -32,6 +34,12 @@ def gate_task(data: dict, host: str) -> tuple[dict, float]:
     span = task["task"]["duration"]
     took = (datetime.fromisoformat(span["end"]) - datetime.fromisoformat(span["start"])).total_seconds()
     return task["hosts"][host], took
+
+
+def maintenance_silences(host) -> list[dict]:
+    """The silences rpa_compose made in Alertmanager (active and expired)."""
+    return [s for s in json.loads(host.check_output("curl -fsS http://127.0.0.1:9093/api/v2/silences"))
+            if s["createdBy"] == "rpa_compose"]
 
 
 def redis(host) -> dict:
@@ -74,12 +82,25 @@ def test_crash_loop_rolls_back_to_the_previous_healthy_definition(host, server, 
     redis_cli(host, "set", "rpa-test:gate", "before-the-broken-definition")
     fragment = host.file(f"{PROJECT_DIR}/compose.d/redis.yml").content_string
     compose = host.file(f"{PROJECT_DIR}/docker-compose.yml").content_string
-    # Real health check: start_period 10 s, interval 5 s; rollback adds its own gate.
-    proc, data = run_playbook(BROKEN, "-e", "broken_kind=crash broken_rollback=true")
+    # Real health check: start_period 10 s, interval 5 s; rollback adds its own gate. Meanwhile, watch
+    # Alertmanager: planned work silences its alerts, and the silence goes when the run does, failed or not.
+    seen: dict[str, dict] = {}
+    with ThreadPoolExecutor(1) as pool:
+        run = pool.submit(run_playbook, BROKEN, "-e", "broken_kind=crash broken_rollback=true")
+        while not run.done():
+            seen.update({s["id"]: s for s in maintenance_silences(host) if s["status"]["state"] == "active"})
+            time.sleep(0.5)
+        proc, data = run.result()
     assert proc.returncode != 0
+    assert [s["comment"] for s in seen.values()] == ["planned work: fragment redis recreating redis"], seen
+    [silence] = seen.values()
+    matchers = {m["name"]: m["value"] for m in silence["matchers"]}
+    assert matchers["server"] == server["name"] and "TargetDown" in matchers["alertname"].split("|"), matchers
+    assert {s["id"]: s["status"]["state"] for s in maintenance_silences(host)}[silence["id"]] == "expired"
     result, took = gate_task(data, server["name"])
     msg = result["msg"]
     assert "fragment redis failed its health gate" in msg, msg
+    assert result["silenced"] is True
     # The verdict: the first look finds it exited, or restarting (exit code 1), or caught running
     # again between two crashes (Docker has reset the exit code then, so none is claimed) ...
     assert re.search(r"redis (exited with code 1|is crash-looping \(restarted \d+ times"
@@ -129,7 +150,11 @@ def test_a_change_recreates_only_the_changed_service(host, server, converged_red
               for s in ("postgres", "pgbouncer")}
     proc, data = run_site("--tags", "redis,postgres", "-e", "redis_maxmemory=200mb")
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert gate_result(data, server["name"], REDIS_GATE)["recreated"] == ["redis"]
+    gate = gate_result(data, server["name"], REDIS_GATE)
+    assert gate["recreated"] == ["redis"]
+    # Silenced while it recreated, and not a moment longer.
+    assert gate["silenced"] is True
+    assert not [s for s in maintenance_silences(host) if s["status"]["state"] == "active"]
     pg = gate_result(data, server["name"], "postgres : Ensure Postgres and PgBouncer run the rendered definition and are healthy.")
     assert pg["changed"] is False and pg["recreated"] == []
     assert redis(host)["Id"] != converged_redis["Id"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 
 FRAGMENT_KEYS = ("services", "volumes", "networks")
 _ENV_KEY = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -314,3 +315,40 @@ def settled(services, states, hashes, image_ids):
 def would_recreate(running_hashes, candidate_hashes):
     """Check mode: services Compose would create or recreate for the candidate definition."""
     return sorted(s for s, h in candidate_hashes.items() if running_hashes.get(s) != h)
+
+
+# ------------------------------------------------------- maintenance silence
+# The monitoring role writes MAINTENANCE_FILE (no secret: Alertmanager's loopback URL, the server's name
+# and the alerts a recreate sets off). While the module recreates containers it silences those alerts in
+# Alertmanager and expires the silence afterwards, whether the gate passed, failed or rolled back; the
+# silence lapses by itself at its end should the run die in between.
+MAINTENANCE_FILE = ".maintenance-silence.json"
+SILENCE_CREATOR = "rpa_compose"
+
+
+def maintenance_spec(text):
+    """The maintenance settings from the file's text, or None when it is absent or unusable."""
+    try:
+        spec = json.loads(text) if text else None
+    except ValueError:
+        return None
+    if not isinstance(spec, dict) or not spec.get("url") or not spec.get("server") or not spec.get("alerts"):
+        return None
+    return spec
+
+
+def silence_request(spec, fragment, services, now, seconds):
+    """Alertmanager's POST /api/v2/silences body for a recreate of services starting at now (epoch seconds)."""
+    def stamp(epoch):
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    return {
+        "matchers": [
+            {"name": "server", "value": spec["server"], "isRegex": False, "isEqual": True},
+            {"name": "alertname", "value": "|".join(re.escape(a) for a in spec["alerts"]), "isRegex": True,
+             "isEqual": True},
+        ],
+        "startsAt": stamp(now),
+        "endsAt": stamp(now + seconds),
+        "createdBy": SILENCE_CREATOR,
+        "comment": "planned work: fragment %s recreating %s" % (fragment, ", ".join(services)),
+    }

@@ -165,8 +165,10 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import open_url
 from ansible_collections.rpa.engine.plugins.module_utils.rpa_compose import (
     FAILED,
+    MAINTENANCE_FILE,
     ComposeError,
     Gate,
     assess,
@@ -181,6 +183,8 @@ from ansible_collections.rpa.engine.plugins.module_utils.rpa_compose import (
     recreated_services,
     render_env,
     render_hash_cache,
+    maintenance_spec,
+    silence_request,
     settled,
     would_recreate,
 )
@@ -198,6 +202,39 @@ def read(path):
             return handle.read()
     except (IOError, OSError):
         return None
+
+
+def maintenance_silence(module, project, services):
+    """The id of a silence made in Alertmanager for this recreate, or None (no monitoring, or it is not up)."""
+    spec = maintenance_spec(read(os.path.join(project.dir, MAINTENANCE_FILE)))
+    if spec is None:
+        return None
+    # Long enough for the gate and a rollback's gate; it lapses by itself should the run die.
+    seconds = 2 * module.params["timeout"] + 120
+    body = silence_request(spec, module.params["fragment"], services, time.time(), seconds)
+    try:
+        answer = open_url(spec["url"].rstrip("/") + "/api/v2/silences", data=json.dumps(body), method="POST",
+                          headers={"Content-Type": "application/json"}, timeout=5)
+        return (spec["url"], json.loads(answer.read())["silenceID"])
+    except Exception as exc:  # Alertmanager down or not yet deployed: nothing to silence
+        module.warn("no maintenance silence (Alertmanager at %s: %s)" % (spec["url"], exc))
+        return None
+
+
+def end_silence(module, silence):
+    """Expire the silence; retried while Alertmanager restarts (this run may have recreated it)."""
+    if silence is None:
+        return
+    url, silence_id = silence
+    deadline = time.time() + 30
+    while True:
+        try:
+            open_url(url.rstrip("/") + "/api/v2/silence/" + silence_id, method="DELETE", timeout=5)
+            return
+        except Exception:
+            if time.time() > deadline:
+                return
+            time.sleep(1)
 
 
 class Project(object):
@@ -450,6 +487,17 @@ def main():
         result["services"] = summary(before)
         module.exit_json(**result)
 
+    # Planned work pages nobody: the monitoring role's silence, lifted again however this ends.
+    silence = maintenance_silence(module, project, services)
+    result["silenced"] = silence is not None
+    try:
+        apply_and_gate(module, project, p, files, old, before, services, result, all_hashes)
+    finally:
+        end_silence(module, silence)
+
+
+def apply_and_gate(module, project, p, files, old, before, services, result, all_hashes):
+    """Write the files, bring the services up, gate them, roll back on failure; exits the module."""
     project.write(files)
     up = ["up", "--detach", "--remove-orphans", "--pull", p["pull"]] + services
     try:
