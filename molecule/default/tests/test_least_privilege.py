@@ -57,7 +57,7 @@ def test_docker_bench_section_5_finds_no_warn(host, inspected):
     info = container_bench.host_info(json.loads(host.check_output("docker info --format '{{json .SecurityOptions}}'")))
     results = container_bench.bench(inspected, info)
     print(container_bench.report(results, len(inspected)))
-    assert len(inspected) == 18
+    assert len(inspected) == 19
     assert container_bench.counts(results)["warn"] == 0, container_bench.report(results, len(inspected))
     excepted = {(check, name) for check, r in results.items() for name in r["exception"]}
     assert excepted == set(container_bench.EXCEPTIONS) | {("5.15", container_bench.service_name(c)) for c in inspected}

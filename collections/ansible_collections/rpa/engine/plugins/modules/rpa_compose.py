@@ -523,7 +523,7 @@ def apply_and_gate(module, project, p, files, old, before, services, result, all
         result["recreated"] = recreated_services(dict((s, st["id"]) for s, st in before.items()), after_ids)
         result["started"] = sorted(s for s in services if s in before and s not in result["recreated"]
                                    and before[s]["status"] != "running")
-        result["changed"] = bool(files_changed or result["recreated"] or result["started"])
+        result["changed"] = bool(result["files_changed"] or result["recreated"] or result["started"])
         result["services"] = summary(states)
         module.exit_json(**result)
 
