@@ -7,12 +7,12 @@ import pytest
 from ansible_collections.rpa.engine.plugins.module_utils import rpa_alerting as al
 
 SMTP = {"smarthost": "smtp.example.com:587", "from": "alerts@rpa.example.com", "username": "alerts",
-        "password": "fake-smtp-password", "require_tls": True}
+        "password": "CHANGE-ME-smtp-password", "require_tls": True}
 TIMINGS = {"group_wait": "30s", "group_interval": "5m", "repeat_interval": "4h", "heartbeat_interval": "1m"}
 RECEIVERS = [
     {"name": "ops-email", "email": ["ops@rpa.example.com"]},
     {"name": "oncall", "webhook": ["https://hooks.example.com/T0KEN"], "slack": ["https://chat.example.com/hook/x"],
-     "telegram": [{"bot_token": "123:fake", "chat_id": "-100200"}]},
+     "telegram": [{"bot_token": "CHANGE-ME-bot-token", "chat_id": "-100200"}]},
 ]
 ROUTES = [{"receiver": "oncall", "severity": "critical", "continue": True},
           {"receiver": "ops-email", "matchers": ['alertname=~"Backup.*"']}]
@@ -47,7 +47,7 @@ def test_durations(text, seconds):
      "are the role's own receivers"),
     ({"receivers": RECEIVERS + [RECEIVERS[0]]}, "the name is used twice"),
     ({"receivers": [{"name": "x", "pager": ["1"]}], "default_receiver": "", "routes": []}, "unknown keys ['pager']"),
-    ({"receivers": [{"name": "t", "telegram": [{"bot_token": "1:a", "chat_id": "@chan"}]}], "default_receiver": "",
+    ({"receivers": [{"name": "t", "telegram": [{"bot_token": "CHANGE-ME-bot", "chat_id": "@chan"}]}], "default_receiver": "",
       "routes": []}, "needs bot_token and a numeric chat_id"),
     ({"routes": [{"receiver": "pager", "severity": "critical"}]},
      "monitoring_alert_routes[0] names receiver 'pager', which monitoring_alert_receivers does not define"),
@@ -89,7 +89,7 @@ def test_the_config_routes_inhibits_and_resolves():
                         "group_wait": "0s", "group_interval": "1m", "repeat_interval": "1m"}
     assert critical == {"matchers": ['severity="critical"'], "receiver": "oncall", "continue": True}
     assert backup == {"matchers": ['alertname=~"Backup.*"'], "receiver": "ops-email"}
-    assert cfg["global"]["smtp_auth_password"] == "fake-smtp-password"
+    assert cfg["global"]["smtp_auth_password"] == "CHANGE-ME-smtp-password"
     assert cfg["global"]["smtp_require_tls"] is True
     receivers = {r["name"]: r for r in cfg["receivers"]}
     assert set(receivers) == {"blackhole", "heartbeat", "ops-email", "oncall"}

@@ -10,7 +10,7 @@ import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pytest
 
@@ -85,10 +85,12 @@ def test_crash_loop_rolls_back_to_the_previous_healthy_definition(host, server, 
     # Real health check: start_period 10 s, interval 5 s; rollback adds its own gate. Meanwhile, watch
     # Alertmanager: planned work silences its alerts, and the silence goes when the run does, failed or not.
     seen: dict[str, dict] = {}
+    began = datetime.now(timezone.utc).isoformat()[:19]
     with ThreadPoolExecutor(1) as pool:
         run = pool.submit(run_playbook, BROKEN, "-e", "broken_kind=crash broken_rollback=true")
         while not run.done():
-            seen.update({s["id"]: s for s in maintenance_silences(host) if s["status"]["state"] == "active"})
+            seen.update({s["id"]: s for s in maintenance_silences(host)
+                         if s["status"]["state"] == "active" and s["startsAt"][:19] >= began})
             time.sleep(0.5)
         proc, data = run.result()
     assert proc.returncode != 0
