@@ -109,7 +109,8 @@ def budget_rows() -> list[tuple[str, str]]:
             ("redis", d["redis"]["redis_memory_limit"])]
     rows += [(name, d["monitoring"][f"monitoring_{key}_memory_limit"]) for name, key in
              (("prometheus", "prometheus"), ("grafana", "grafana"), ("cadvisor", "cadvisor"),
-              ("node-exporter", "node_exporter"), ("docker-api-proxy", "docker_api_proxy"))]
+              ("node-exporter", "node_exporter"), ("docker-api-proxy", "docker_api_proxy"),
+              ("alertmanager", "alertmanager"))]
     rows += [(name, d["monitoring"]["monitoring_exporter_memory_limit"]) for name in
              ("postgres-exporter", "pgbouncer-exporter", "redis-exporter", "blackbox-exporter")]
     rows += sorted(d["app"]["app_memory_limits"].items(), key=lambda kv: list(d["app"]["app_memory_limits"]).index(kv[0]))
