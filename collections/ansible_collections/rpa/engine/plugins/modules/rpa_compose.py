@@ -19,6 +19,11 @@ description:
     and stays so for I(stable_seconds). It fails fast - without sitting out I(timeout) - on an exit,
     a crash loop (a restart since the gate began), an OOM kill, or C(unhealthy), naming the service,
     its last health-check output and the tail of its logs.
+  - Planned work pages nobody. When the project directory holds C(.maintenance-silence.json) (the monitoring
+    role writes it - Alertmanager's loopback URL, the server's name, the alerts a recreate sets off), the module
+    silences those alerts of this server in Alertmanager before it brings anything up, and expires the silence
+    when it is done - gate passed, failed or rolled back. The silence ends by itself after twice I(timeout) plus
+    two minutes should the run die. Without the file, or with Alertmanager not answering, it silences nothing.
   - With I(rollback=true) a failure restores the previous fragment, project files and images, brings
     them back up, confirms their health, and then fails saying that it rolled back and why.
   - One file, not Compose C(include), because the deployer runs
@@ -134,6 +139,10 @@ started:
   type: list
   elements: str
   returned: success
+silenced:
+  description: Whether Alertmanager silenced this server's alerts while the services were brought up (and it is lifted now).
+  type: bool
+  returned: when the services were brought up
 would_recreate:
   description: In check mode, services Compose would create or recreate.
   type: list
