@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import (kill_and_time_recovery, PROJECT, PROJECT_DIR, app_login, cname, container, executed_tasks, put_file, redis_cmd, run_site,
+from conftest import (COMPOSE, kill_and_time_recovery, PROJECT, PROJECT_DIR, app_login, cname, container, executed_tasks, put_file, redis_cmd, run_site,
                       secret, ssh_argv, ssh_run, wait_healthy)
 
 APP = ["backend", "celery-worker", "celery-beat", "flower", "frontend", "deployer"]
@@ -142,6 +142,35 @@ def test_a_celery_task_submitted_through_the_backend_completes(host):
         f"docker exec {cname('postgres')} psql -X -At -U postgres -d rpa_engine -c "
         + shlex.quote(f"select hostname from refapp_task_runs where result = '{x + y}'"))
     assert worker_host in rows.split(), rows
+
+
+def test_a_redeployed_worker_finishes_its_running_task_exactly_once(host):
+    """Warm shutdown: SIGTERM and a grace period of at least the task time limit. A 20-s task is running
+    when celery-worker is recreated at once; the old worker finishes it (its row, its host name), the
+    stop waits for it, and it ran once."""
+    tag = f"drain-{random.randint(0, 10**9)}"
+    old = container(host, "celery-worker")
+    assert old["Config"]["StopSignal"] == "SIGTERM"
+    assert old["HostConfig"]["StopTimeout"] >= 300, old["HostConfig"]["StopTimeout"]
+    host.check_output(f"docker exec {cname('backend')} python3 -c "
+                      + shlex.quote(f"from refapp.worker import slow; slow.delay({tag!r}, 20)"))
+    starts = f"refapp:slow:{tag}:starts"
+    deadline = time.monotonic() + 20
+    while host.check_output(redis_cmd("get", starts)).strip() != "1":
+        assert time.monotonic() < deadline, "the slow task never started"
+        time.sleep(0.5)
+    began = time.monotonic()
+    res = host.run(f"{COMPOSE} up -d --force-recreate --no-deps celery-worker")
+    took = time.monotonic() - began
+    assert res.rc == 0, res.stderr
+    rows = host.check_output(
+        f"docker exec {cname('postgres')} psql -X -At -U postgres -d rpa_engine -c "
+        + shlex.quote(f"select hostname from refapp_task_runs where task = 'slow' and result = '{tag}'")).split()
+    # The recreate returned only after the old worker had finished the task and written its row.
+    assert rows == [old["Config"]["Hostname"]], rows
+    assert took >= 10, f"the old worker stopped after {took:.1f}s, before its task could finish"
+    assert host.check_output(redis_cmd("get", starts)).strip() == "1"
+    wait_healthy(host, "celery-worker", 90)
 
 
 def test_beat_schedules_its_periodic_task_with_an_aware_timestamp(host):

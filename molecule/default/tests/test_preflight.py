@@ -97,6 +97,7 @@ CASES = [
     ("app_backend_port", 3000, "the frontend's port"),
     ("app_memory_limits", {"backend": "1 GB"}, "not a Docker memory size"),
     ("app_uid", 0, "the app services would run as root"),
+    ("app_celery_stop_grace_period", 10, "shorter than the task time limit: a redeploy would cut tasks short"),
     ("app_pids_limits", {"backend": 8, "celery-worker": 256, "celery-beat": 64, "flower": 128, "frontend": 128,
                          "deployer": 128}, "a PIDs limit below 16"),
     ("app_capabilities", {"frontend": ["NET_BIND"]}, "no such capability"),

@@ -2,6 +2,7 @@
 
 import datetime
 import socket
+import time
 
 import redis
 from celery import Celery
@@ -15,6 +16,8 @@ app.conf.update(
     timezone=settings.required("CELERY_TIMEZONE"),
     enable_utc=True,
     task_acks_late=True,
+    # The role's app_celery_task_time_limit: the worker's stop grace period is at least this long.
+    task_time_limit=int(settings.optional("CELERY_TASK_TIME_LIMIT", "300")),
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
     result_expires=3600,
@@ -45,3 +48,16 @@ def heartbeat() -> str:
     client.incr(HEARTBEAT_KEY + ":count")
     return now.isoformat()
 
+
+
+@app.task
+def slow(tag: str, seconds: float) -> str:
+    """A long task (the drain test): counts its starts in Redis, works, then writes its row."""
+    client = redis.Redis.from_url(settings.redis_url())
+    client.incr(f"refapp:slow:{tag}:starts")
+    client.expire(f"refapp:slow:{tag}:starts", 3600)
+    time.sleep(seconds)
+    with db.connect() as cur:
+        cur.execute("INSERT INTO refapp_task_runs (task, result, hostname) VALUES (%s, %s, %s)",
+                    ("slow", tag, socket.gethostname()))
+    return tag
