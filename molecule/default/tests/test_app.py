@@ -151,7 +151,7 @@ def test_a_redeployed_worker_finishes_its_running_task_exactly_once(host):
     tag = f"drain-{random.randint(0, 10**9)}"
     old = container(host, "celery-worker")
     assert old["Config"]["StopSignal"] == "SIGTERM"
-    assert old["HostConfig"]["StopTimeout"] >= 300, old["HostConfig"]["StopTimeout"]
+    assert old["Config"]["StopTimeout"] >= 300, old["Config"]["StopTimeout"]
     host.check_output(f"docker exec {cname('backend')} python3 -c "
                       + shlex.quote(f"from refapp.worker import slow; slow.delay({tag!r}, 20)"))
     starts = f"refapp:slow:{tag}:starts"
