@@ -55,9 +55,12 @@ def converged_redis(host):
     """Redis as the role defines it, before and after the test."""
     healthy = redis(host)
     assert healthy["State"]["Health"]["Status"] == "healthy"
+    fragment = host.file(f"{PROJECT_DIR}/compose.d/redis.yml").content_string
     yield healthy
-    proc, _ = run_site("--tags", "redis")
-    assert proc.returncode == 0, proc.stdout[-3000:]
+    # A test that left Redis on its converged definition (check mode, a rollback) needs no site run.
+    if host.file(f"{PROJECT_DIR}/compose.d/redis.yml").content_string != fragment:
+        proc, _ = run_site("--tags", "redis")
+        assert proc.returncode == 0, proc.stdout[-3000:]
     after = redis(host)
     assert after["State"]["Health"]["Status"] == "healthy"
     assert after["Config"]["Cmd"] == healthy["Config"]["Cmd"]
