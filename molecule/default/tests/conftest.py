@@ -59,6 +59,18 @@ def server() -> dict:
             "key": inst["identity_file"]}
 
 
+def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
+    """predicate()'s first truthy value, polled every interval seconds; AssertionError naming what after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {timeout}s")
+        time.sleep(interval)
+
+
 def probe_tcp(address: str, port: int, timeout: float = 2.0) -> str:
     """'open' (handshake done), 'refused' (RST: reachable, nothing listens) or 'filtered' (dropped)."""
     try:

@@ -15,22 +15,11 @@ import re
 import subprocess
 import time
 
-from conftest import PROJECT_DIR, cname, secret
+from conftest import PROJECT_DIR, cname, secret, wait_for
 
 SINK = "rpa-alert-sink"
 AM = "http://127.0.0.1:9093"
 AM_CONFIG = f"{PROJECT_DIR}/config/monitoring/alertmanager/alertmanager.yml"
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {timeout}s")
-        time.sleep(1)
 
 
 def sink(kind: str) -> list[dict]:

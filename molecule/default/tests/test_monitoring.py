@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT_DIR, cname, probe_from_outside, put_file, secret
+from conftest import PROJECT_DIR, cname, probe_from_outside, put_file, secret, wait_for
 
 PORTS = {"prometheus": 9090, "grafana": 3001, "cadvisor": 8080, "node-exporter": 9100, "alertmanager": 9093}
 # A page each serves without a login, with 200 (the same in the real images and the stand-ins).
@@ -31,17 +31,6 @@ PROM_CFG = f"{PROJECT_DIR}/config/monitoring/prometheus/prometheus.yml"
 
 def prom(host, path: str) -> dict:
     return json.loads(host.check_output(f"curl -fsS 'http://127.0.0.1:9090{path}'"))
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {timeout}s")
-        time.sleep(3)
 
 
 def targets(host) -> dict[str, str]:
