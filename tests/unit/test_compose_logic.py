@@ -248,3 +248,63 @@ def test_the_silence_is_scoped_to_the_server_and_the_alerts_and_ends_by_itself()
     assert (body["startsAt"], body["endsAt"]) == ("2025-11-30T10:53:20Z", "2025-11-30T11:01:20Z")
     assert body["createdBy"] == "rpa_compose"
     assert body["comment"] == "planned work: fragment app recreating backend, frontend"
+
+
+# ------------------------------------------------------ start-first rollouts
+# fixtures/docker_inspect_start_first.json: `docker inspect` of a service's two containers in the middle of a
+# start-first rollout (Compose 2.26, Docker 26.1: `up --no-deps --no-recreate --scale web=2 web` after the
+# environment changed), published on the range 127.0.0.1:3100-3101. Container 1 runs the old definition.
+ROLLOUT = json.loads((FIX / "docker_inspect_start_first.json").read_text())
+ROLLOUT_STATES = sorted((rc.container_state(o) for o in ROLLOUT), key=lambda s: s["name"])
+NEW_HASH = "4120b41ad8a3728c949c28fa9401074004b254732a84aaf31d750b244fe39d59"  # `config --hash web` afterwards
+
+
+def images_of(*states):
+    return dict((rc.normalize_image_ref(s["image_ref"]), s["image_id"]) for s in states)
+
+
+def test_each_container_of_the_range_holds_its_own_port():
+    ports = sorted(rc.host_ports(o)["3000/tcp"] for o in ROLLOUT)
+    assert ports == [[3100], [3101]]
+    # The container port the image exposes but the service does not publish is left out.
+    assert all(set(rc.host_ports(o)) == {"3000/tcp"} for o in ROLLOUT)
+
+
+def test_a_changed_service_with_one_healthy_container_rolls_out_start_first():
+    old, new = ROLLOUT_STATES
+    assert (old["name"], new["name"]) == ("sf-web-1", "sf-web-2") and new["config_hash"] == NEW_HASH
+    plan = rc.start_first_plan(["web"], ["web"], [old], {"web": NEW_HASH}, images_of(old))
+    assert plan == {"web": old}
+    # Not listed as start-first: Compose's own (stop-first) recreate.
+    assert rc.start_first_plan(["web"], [], [old], {"web": NEW_HASH}, images_of(old)) == {}
+
+
+def test_an_unchanged_service_rolls_out_only_when_asked_to():
+    old = ROLLOUT_STATES[0]
+    assert rc.start_first_plan(["web"], ["web"], [old], {"web": old["config_hash"]}, images_of(old)) == {}
+    assert rc.start_first_plan(["web"], ["web"], [old], {"web": old["config_hash"]}, images_of(old),
+                               recreate=["web"]) == {"web": old}
+    # A tag re-pointed at another image is a change, as it is for Compose.
+    moved = {rc.normalize_image_ref(old["image_ref"]): "sha256:" + "0" * 64}
+    assert rc.start_first_plan(["web"], ["web"], [old], {"web": old["config_hash"]}, moved) == {"web": old}
+
+
+@pytest.mark.parametrize("why, states", [
+    ("nothing runs: nothing to keep serving", []),
+    ("two containers (an interrupted rollout): a plain up converges them", "both"),
+    ("the running one is not healthy", "unhealthy"),
+    ("the running one is stopped", "exited"),
+])
+def test_start_first_only_beside_one_healthy_container(why, states):
+    old = ROLLOUT_STATES[0]
+    if states == "both":
+        states = ROLLOUT_STATES
+    elif states == "unhealthy":
+        states = [dict(old, health="unhealthy")]
+    elif states == "exited":
+        states = [dict(old, status="exited")]
+    assert rc.start_first_plan(["web"], ["web"], states, {"web": NEW_HASH}, images_of(old)) == {}, why
+
+
+def test_the_replacement_takes_the_name_compose_gives_the_first_container():
+    assert rc.canonical_name("rpa-engine", "backend") == "rpa-engine-backend-1"

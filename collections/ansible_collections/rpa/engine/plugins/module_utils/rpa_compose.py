@@ -352,3 +352,53 @@ def silence_request(spec, fragment, services, now, seconds):
         "createdBy": SILENCE_CREATOR,
         "comment": "planned work: fragment %s recreating %s" % (fragment, ", ".join(services)),
     }
+
+
+# ------------------------------------------------------ start-first rollouts
+# A start-first service publishes a range of two host ports and Caddy lists both as upstreams: its
+# replacement starts beside the running container (Compose's --scale 2 --no-recreate gives it the free
+# port of the range), passes the gate, and only then is the old container stopped - gracefully, its
+# in-flight requests finished - and removed. Caddy never has zero healthy upstreams.
+def diverged(state, candidate_hash, image_ids):
+    """True when ``up`` would replace this running container: another config hash, or its tag re-pointed."""
+    if not state["config_hash"] or state["config_hash"] != candidate_hash:
+        return True
+    return not state["image_id"] or image_ids.get(normalize_image_ref(state["image_ref"])) != state["image_id"]
+
+
+def start_first_plan(services, start_first, states, candidate_hashes, image_ids, recreate=()):
+    """``{service: old state}`` of the start-first services to roll out beside their running container.
+
+    ``states``: every container of the project (a list: a service may have two). Only a service with
+    exactly one container, running and healthy (or without a health check), that would be replaced (or is
+    asked to be, ``recreate``) rolls out start-first: with none there is nothing to keep serving, and with
+    several (an interrupted rollout) a plain ``up`` converges it to one first.
+    """
+    plan = {}
+    for service in services:
+        if service not in start_first:
+            continue
+        mine = [st for st in states if st["service"] == service]
+        if len(mine) != 1:
+            continue
+        state = mine[0]
+        if state["status"] != "running" or state["restarting"] or state["health"] not in (None, "healthy"):
+            continue
+        if service in recreate or diverged(state, candidate_hashes.get(service), image_ids):
+            plan[service] = state
+    return plan
+
+
+def canonical_name(project_name, service):
+    """The name Compose gives a service's first container, which tools and operators use."""
+    return "%s-%s-1" % (project_name, service)
+
+
+def host_ports(inspect):
+    """``{"8000/tcp": [host ports]}`` of one ``docker inspect`` object (published ports only)."""
+    out = {}
+    for key, bindings in ((inspect.get("NetworkSettings") or {}).get("Ports") or {}).items():
+        ports = sorted(int(b["HostPort"]) for b in (bindings or []) if b.get("HostPort"))
+        if ports:
+            out[key] = ports
+    return out

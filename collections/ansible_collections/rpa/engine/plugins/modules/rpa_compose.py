@@ -24,6 +24,14 @@ description:
     silences those alerts of this server in Alertmanager before it brings anything up, and expires the silence
     when it is done - gate passed, failed or rolled back. The silence ends by itself after twice I(timeout) plus
     two minutes should the run die. Without the file, or with Alertmanager not answering, it silences nothing.
+  - Start-first, for the services in I(start_first) (stateless HTTP services that publish a range of two host
+    ports, both listed as upstreams of the proxy in front): when such a service would be replaced, its new
+    container starts beside the running one (C(docker compose up --no-recreate --scale SERVICE=2) - Compose
+    gives it the range's free port), passes the same gate, and only then is the old container stopped with
+    its own stop signal and grace period (its in-flight requests finish) and removed; the new one takes the
+    old one's name. A new container that fails the gate is removed and the old one keeps serving, untouched.
+    The proxy's active health checks must be more frequent than I(stable_seconds), so that it has seen the
+    new container healthy before the old one goes.
   - With I(rollback=true) a failure restores the previous fragment, project files and images, brings
     them back up, confirms their health, and then fails saying that it rolled back and why.
   - One file, not Compose C(include), because the deployer runs
@@ -87,6 +95,21 @@ options:
     description: On failure, restore the previous definition and images and bring them back up.
     type: bool
     default: true
+  start_first:
+    description:
+      - Services rolled out start-first (see above); each must publish a range of two host ports.
+      - A service with no running container, or with more than one (an interrupted rollout), is brought up by
+        a plain C(up) instead, which converges it to one container.
+    type: list
+    elements: str
+    default: []
+  recreate:
+    description:
+      - Services to replace even when nothing changed (start-first ones without downtime) - a restart that
+        nobody notices, or a measurement of one.
+    type: list
+    elements: str
+    default: []
   pull:
     description: Compose's C(--pull) policy for C(up).
     type: str
@@ -134,6 +157,11 @@ recreated:
   elements: str
   returned: success
   sample: [pgbouncer]
+rolled_out:
+  description: Services replaced start-first, with the host port their new container took.
+  type: dict
+  returned: success
+  sample: {backend: 8001}
 started:
   description: Services that were not running before and run now (for example after a docker kill without restart).
   type: list
@@ -185,6 +213,8 @@ from ansible_collections.rpa.engine.plugins.module_utils.rpa_compose import (
     check_fragment_name,
     container_state,
     cached_hashes,
+    canonical_name,
+    host_ports,
     merge_fragments,
     parse_config_hashes,
     parse_image_ls,
@@ -195,6 +225,7 @@ from ansible_collections.rpa.engine.plugins.module_utils.rpa_compose import (
     maintenance_spec,
     silence_request,
     settled,
+    start_first_plan,
     would_recreate,
 )
 
@@ -318,8 +349,8 @@ class Project(object):
             raise CommandFailed(cmd, rc, out, err)
         return rc, out, err
 
-    def containers(self, services):
-        """{service: container_state} for the project's containers of these services."""
+    def inspect_all(self):
+        """``docker inspect`` of every container of the project (a list; [] when one vanished meanwhile)."""
         rc, out, err = self.m.run_command(
             ["docker", "ps", "-a", "-q", "--no-trunc",
              "--filter", "label=com.docker.compose.project=%s" % self.name])
@@ -327,15 +358,24 @@ class Project(object):
             raise CommandFailed(["docker", "ps"], rc, out, err)
         ids = out.split()
         if not ids:
-            return {}
+            return []
         rc, out, err = self.m.run_command(["docker", "inspect"] + ids)
         if rc != 0:  # a container vanished between ps and inspect: look again next time
-            return {}
+            return []
+        return json.loads(out)
+
+    def containers(self, services, pick=None):
+        """{service: container_state} for the project's containers of these services.
+
+        ``pick``: {service: container id} - during a start-first rollout a service has two containers,
+        and the gate watches the new one.
+        """
         states = {}
-        for obj in json.loads(out):
+        for obj in self.inspect_all():
             state = container_state(obj)
-            if state["service"] in services:
-                states[state["service"]] = state
+            service = state["service"]
+            if service in services and (not pick or service not in pick or pick[service] == state["id"]):
+                states[service] = state
         return states
 
     def logs(self, container_id, lines=25):
@@ -355,13 +395,17 @@ class Project(object):
         return out.strip() if rc == 0 else None
 
 
+class RolloutFailed(Exception):
+    """A start-first replacement failed its gate (and was removed)."""
+
+
 class CommandFailed(Exception):
     def __init__(self, cmd, rc, out, err):
         Exception.__init__(self, "command failed: %s" % " ".join(cmd))
         self.cmd, self.rc, self.out, self.err = cmd, rc, out, err
 
 
-def gate(project, services, params, stable_seconds=None):
+def gate(project, services, params, stable_seconds=None, pick=None):
     """Observe until pass or fail. Returns (ok, message, last states)."""
     start = time.time()
     stable = params["stable_seconds"] if stable_seconds is None else stable_seconds
@@ -369,7 +413,7 @@ def gate(project, services, params, stable_seconds=None):
     baseline = None
     states = {}
     while True:
-        states = project.containers(services)
+        states = project.containers(services, pick)
         if baseline is None:
             baseline = dict((s, st["restart_count"]) for s, st in states.items())
         verdicts = dict((s, assess(states.get(s), baseline.get(s, 0))) for s in services)
@@ -409,6 +453,8 @@ def main():
             timeout=dict(type="int", default=180),
             poll_interval=dict(type="float", default=1.0),
             rollback=dict(type="bool", default=True),
+            start_first=dict(type="list", elements="str", default=[]),
+            recreate=dict(type="list", elements="str", default=[]),
             pull=dict(type="str", choices=["missing", "never", "always"], default="missing"),
         ),
         supports_check_mode=True,
@@ -430,7 +476,7 @@ def main():
         p["env"] = {}
     fragment_services = sorted((definition.get("services") or {}).keys())
     services = p["services"] or fragment_services
-    unknown = sorted(set(services) - set(fragment_services))
+    unknown = sorted((set(services) | set(p["start_first"]) | set(p["recreate"])) - set(fragment_services))
     if unknown:
         module.fail_json(msg="services %s are not defined in fragment %s" % (", ".join(unknown), p["fragment"]))
 
@@ -448,11 +494,11 @@ def main():
             "after": files[project.frag_file][0]
             + "".join("# .env: %s changed\n" % key for key in env_changed)}
     result = dict(changed=False, files_changed=files_changed, env_changed=env_changed,
-                  recreated=[], started=[], services={}, diff=diff)
+                  recreated=[], rolled_out={}, started=[], services={}, diff=diff)
 
     # Nothing to write and nothing Compose would do: answered from `docker inspect` and the
     # config hashes cached for these very files, without running Compose at all.
-    if not files_changed:
+    if not files_changed and not p["recreate"]:
         hashes = cached_hashes(read(project.hash_cache),
                                project_digest(old[project.compose_file], old[project.env_file]))
         if hashes is not None:
@@ -500,30 +546,92 @@ def main():
     silence = maintenance_silence(module, project, services)
     result["silenced"] = silence is not None
     try:
-        apply_and_gate(module, project, p, files, old, before, services, result, all_hashes)
+        apply_and_gate(module, project, p, files, old, before, services, result, all_hashes, candidate_hashes)
     finally:
         end_silence(module, silence)
 
 
-def apply_and_gate(module, project, p, files, old, before, services, result, all_hashes):
+def roll_out(module, project, p, plan):
+    """Start-first: new containers beside the old ones, gated; then the old ones drained and removed.
+
+    Returns (ok, message, {service: host port of the new container}). On failure the new containers are
+    removed and the old ones, never touched, keep serving.
+    """
+    services = sorted(plan)
+    scale = []
+    for service in services:
+        scale += ["--scale", "%s=2" % service]
+    project.compose(["up", "--detach", "--no-deps", "--no-recreate", "--pull", p["pull"]] + scale + services)
+    old_ids = set(st["id"] for st in plan.values())
+    new = {}
+    for obj in project.inspect_all():
+        state = container_state(obj)
+        if state["service"] in plan and state["id"] not in old_ids:
+            new[state["service"]] = (state, host_ports(obj))
+    missing = [s for s in services if s not in new]
+    ok, message = not missing, "no new container was started for %s" % ", ".join(missing)
+    if ok:
+        ok, message, _ = gate(project, services, p, pick=dict((s, new[s][0]["id"]) for s in services))
+    if not ok:
+        for state, _ in new.values():
+            module.run_command(["docker", "rm", "--force", "--volumes", state["id"]])
+        return False, "start-first: the new container failed its gate and was removed; the old one kept " \
+                       "serving, untouched: %s" % message, {}
+    # The new containers were ready for stable_seconds, longer than the proxy's health-check interval:
+    # it routes to them already. `docker stop` sends the old ones their stop signal and waits their grace
+    # period, so what they are answering is answered.
+    for service in services:
+        old = plan[service]
+        for cmd in (["docker", "stop", old["id"]], ["docker", "rm", "--volumes", old["id"]]):
+            rc, out, err = module.run_command(cmd)
+            if rc != 0:
+                raise CommandFailed(cmd, rc, out, err)
+        name = canonical_name(project.name, service)
+        rc, _, err = module.run_command(["docker", "rename", new[service][0]["id"], name])
+        if rc != 0:
+            module.warn("start-first: %s keeps the name %s (rename to %s: %s)"
+                        % (service, new[service][0]["name"], name, err.strip()))
+    ports = {}
+    for service in services:
+        published = [port for ports_ in new[service][1].values() for port in ports_]
+        ports[service] = published[0] if published else None
+    return True, "", ports
+
+
+def apply_and_gate(module, project, p, files, old, before, services, result, all_hashes, candidate_hashes):
     """Write the files, bring the services up, gate them, roll back on failure; exits the module."""
     project.write(files)
-    up = ["up", "--detach", "--remove-orphans", "--pull", p["pull"]] + services
     try:
-        project.compose(up)
+        plan = {}
+        if p["start_first"]:
+            plan = start_first_plan(services, p["start_first"], [container_state(o) for o in project.inspect_all()],
+                                    candidate_hashes, project.image_ids(), p["recreate"])
+        plain = [s for s in services if s not in plan]
+        if plain:
+            project.compose(["up", "--detach", "--remove-orphans", "--pull", p["pull"]] + plain)
+        forced = [s for s in p["recreate"] if s in plain]
+        if forced:
+            project.compose(["up", "--detach", "--no-deps", "--force-recreate", "--pull", p["pull"]] + forced)
+        if plan:
+            ok, message, result["rolled_out"] = roll_out(module, project, p, plan)
+            if not ok:
+                raise RolloutFailed(message)
         # Containers that were healthy and that `up` left in place have proven their stability
-        # already: one healthy observation is enough (a no-op run does not wait the window out).
+        # already: one healthy observation is enough (a no-op run does not wait the window out);
+        # so have the ones a start-first rollout gated.
         untouched = all(s in before and before[s]["status"] == "running"
-                        and before[s]["health"] in ("healthy", None) for s in services)
+                        and before[s]["health"] in ("healthy", None) for s in plain)
         if untouched:
-            after = project.containers(services)
-            untouched = all(s in after and after[s]["id"] == before[s]["id"] for s in services)
+            after = project.containers(plain)
+            untouched = all(s in after and after[s]["id"] == before[s]["id"] for s in plain)
         ok, message, states = gate(project, services, p, stable_seconds=0 if untouched else None)
     except CommandFailed as exc:
         # Compose prints a progress line per container; the error lines are what matter.
         err = exc.err.strip()
         errors = [line.strip() for line in err.splitlines() if "rror" in line]
         ok, message, states = False, "docker compose up failed: %s" % ("\n".join(errors[-5:]) or err[-2000:]), {}
+    except RolloutFailed as exc:
+        ok, message, states = False, str(exc), project.containers(services)
 
     if ok:
         project.write({project.hash_cache: (render_hash_cache(
