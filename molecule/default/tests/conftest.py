@@ -210,8 +210,17 @@ PROJECT, PROJECT_DIR = project.identity(inventory_path())
 COMPOSE = project.compose_command(PROJECT, PROJECT_DIR)
 
 
+# Replaced start-first (app_start_first_services): the module gives the new container the first
+# container's name, but a stop-first recreate (the deployer's, an operator's `up --force-recreate`)
+# names it after its container number.
+START_FIRST = ("backend", "frontend")
+
+
 def cname(service: str) -> str:
-    """The container Compose runs for service in the project under test."""
+    """The container Compose runs for service in the project under test (in a shell command)."""
+    if service in START_FIRST:
+        return (f"$(docker ps -aq --filter label=com.docker.compose.project={PROJECT} "
+                f"--filter label=com.docker.compose.service={service} | head -n1)")
     return project.container(service, PROJECT)
 
 

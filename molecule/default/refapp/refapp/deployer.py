@@ -16,7 +16,9 @@ import os
 import re
 import subprocess
 import sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from serve import serve  # run as /app/refapp/NAME.py: this directory is on sys.path
 
 
 def required(name: str) -> str:
@@ -78,4 +80,4 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
-    ThreadingHTTPServer(("0.0.0.0", PORT), Handler).serve_forever()
+    serve(("0.0.0.0", PORT), Handler)

@@ -12,7 +12,9 @@ import hmac
 import json
 import os
 import sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from serve import serve  # run as /app/refapp/NAME.py: this directory is on sys.path
 
 from celery import Celery
 
@@ -67,4 +69,4 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
-    ThreadingHTTPServer(("0.0.0.0", PORT), Handler).serve_forever()
+    serve(("0.0.0.0", PORT), Handler)

@@ -9,7 +9,9 @@ which service answered, also for a 404.
 
 import os
 import posixpath
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
+
+from serve import serve  # run as /app/refapp/NAME.py: this directory is on sys.path
 from urllib.parse import urlsplit
 
 ROOT = os.environ.get("FRONTEND_ROOT", "/srv/frontend")
@@ -44,4 +46,4 @@ class Handler(SimpleHTTPRequestHandler):
 
 
 if __name__ == "__main__":
-    ThreadingHTTPServer(("0.0.0.0", PORT), Handler).serve_forever()
+    serve(("0.0.0.0", PORT), Handler)

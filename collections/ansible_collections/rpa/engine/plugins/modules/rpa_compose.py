@@ -561,7 +561,9 @@ def roll_out(module, project, p, plan):
     scale = []
     for service in services:
         scale += ["--scale", "%s=2" % service]
-    project.compose(["up", "--detach", "--no-deps", "--no-recreate", "--pull", p["pull"]] + scale + services)
+    # Not --no-deps: Compose drops depends_on from a service it starts without its dependencies, and the
+    # container's config hash would never match the project's again (every later run would recreate it).
+    project.compose(["up", "--detach", "--no-recreate", "--pull", p["pull"]] + scale + services)
     old_ids = set(st["id"] for st in plan.values())
     new = {}
     for obj in project.inspect_all():
@@ -611,7 +613,7 @@ def apply_and_gate(module, project, p, files, old, before, services, result, all
             project.compose(["up", "--detach", "--remove-orphans", "--pull", p["pull"]] + plain)
         forced = [s for s in p["recreate"] if s in plain]
         if forced:
-            project.compose(["up", "--detach", "--no-deps", "--force-recreate", "--pull", p["pull"]] + forced)
+            project.compose(["up", "--detach", "--force-recreate", "--pull", p["pull"]] + forced)
         if plan:
             ok, message, result["rolled_out"] = roll_out(module, project, p, plan)
             if not ok:
