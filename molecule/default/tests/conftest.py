@@ -8,6 +8,8 @@ container this test run created) and run ansible-playbook against it.
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import json
 import os
 import re
@@ -222,6 +224,23 @@ def cname(service: str) -> str:
         return (f"$(docker ps -aq --filter label=com.docker.compose.project={PROJECT} "
                 f"--filter label=com.docker.compose.service={service} | head -n1)")
     return project.container(service, PROJECT)
+
+
+def zero_downtime():
+    """bench/zero_downtime as a module (a script without .py): its load generator, Load."""
+    loader = importlib.machinery.SourceFileLoader("zero_downtime", str(ROOT / "bench" / "zero_downtime"))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("zero_downtime", loader))
+    loader.exec_module(module)
+    return module
+
+
+def published(service: str) -> str:
+    """A shell word: the loopback address (127.0.0.1:PORT) a backend or frontend container is published on now.
+
+    Start-first services publish a pair of ports and their container may hold either one.
+    """
+    port = {"backend": 8000, "frontend": 3000}[service]
+    return f"$(docker port {cname(service)} {port}/tcp | head -n1)"
 
 
 def redis_cmd(*args: str) -> str:

@@ -17,9 +17,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import (COMPOSE, kill_and_time_recovery, PROJECT, PROJECT_DIR, app_login, cname, container, executed_tasks, put_file, redis_cmd, run_site,
+from conftest import (COMPOSE, kill_and_time_recovery, PROJECT, PROJECT_DIR, app_login, cname, container, executed_tasks, put_file, published, redis_cmd, run_site,
                       secret, ssh_argv, ssh_run, wait_healthy)
 
+# Shell words: where backend and frontend are published now (start-first alternates between two ports).
+BACKEND, FRONTEND = published("backend"), published("frontend")
 APP = ["backend", "celery-worker", "celery-beat", "flower", "frontend", "deployer"]
 PYTHON_SERVICES = ["backend", "celery-worker", "celery-beat"]
 HEADERS = "/root/.rpa-test/headers"
@@ -52,7 +54,8 @@ def http(host, method: str, url: str, headers_file: str | None = None) -> tuple[
     cmd = f"curl -s -m 15 -X {method} -o /tmp/rpa-test-body -w '%{{http_code}}' "
     if headers_file:
         cmd += f"-H @{headers_file} "
-    status = int(host.check_output(cmd + shlex.quote(url)))
+    # Double quotes: the URL may hold a $(docker port ...) of BACKEND or FRONTEND.
+    status = int(host.check_output(cmd + '"' + url + '"'))
     body = host.check_output("cat /tmp/rpa-test-body && rm -f /tmp/rpa-test-body")
     try:
         return status, json.loads(body)
@@ -91,7 +94,7 @@ def test_every_app_service_is_running_healthy(host):
 
 
 def test_backend_reaches_postgres_through_pgbouncer_and_redis(host):
-    status, body = http(host, "GET", "http://127.0.0.1:8000/api/health")
+    status, body = http(host, "GET", f"http://{BACKEND}/api/health")
     assert status == 200, body
     assert (body["service"], body["database"], body["redis"]) == ("backend", "ok", "ok"), body
     assert body["database_user"] == "rpa_engine"
@@ -119,7 +122,7 @@ def test_the_contract_is_in_each_container_and_secrets_only_where_needed(host):
 
 
 def test_issued_tokens_live_30_minutes(host):
-    status, body = http(host, "POST", "http://127.0.0.1:8000/api/token")
+    status, body = http(host, "POST", f"http://{BACKEND}/api/token")
     assert status == 200, body
     claims = json.loads(base64.urlsafe_b64decode(body["token"].split(".")[1] + "=="))
     assert claims["exp"] - claims["iat"] == 30 * 60
@@ -127,11 +130,11 @@ def test_issued_tokens_live_30_minutes(host):
 
 def test_a_celery_task_submitted_through_the_backend_completes(host):
     x, y = random.randint(1000, 9999), random.randint(1000, 9999)
-    status, body = http(host, "POST", f"http://127.0.0.1:8000/api/tasks?x={x}&y={y}")
+    status, body = http(host, "POST", f"http://{BACKEND}/api/tasks?x={x}&y={y}")
     assert status == 200, body
     deadline = time.monotonic() + 30
     while True:
-        _, state = http(host, "GET", f"http://127.0.0.1:8000/api/tasks/{body['task_id']}")
+        _, state = http(host, "GET", f"http://{BACKEND}/api/tasks/{body['task_id']}")
         if state["state"] == "SUCCESS" or time.monotonic() > deadline:
             break
         time.sleep(1)
@@ -174,11 +177,11 @@ def test_a_redeployed_worker_finishes_its_running_task_exactly_once(host):
 
 
 def test_beat_schedules_its_periodic_task_with_an_aware_timestamp(host):
-    _, first = http(host, "GET", "http://127.0.0.1:8000/api/beat")
+    _, first = http(host, "GET", f"http://{BACKEND}/api/beat")
     deadline = time.monotonic() + 35
     while True:
         time.sleep(3)
-        _, now = http(host, "GET", "http://127.0.0.1:8000/api/beat")
+        _, now = http(host, "GET", f"http://{BACKEND}/api/beat")
         if now["count"] > first["count"] or time.monotonic() > deadline:
             break
     assert now["count"] > first["count"], (first, now)
@@ -192,10 +195,10 @@ def test_the_rate_limiter_counts_in_redis_with_a_ttl(host):
     if second > 45:
         time.sleep(62 - second)
     codes = [int(host.check_output(
-        f"curl -s -o /dev/null -w '%{{http_code}}' -H 'X-Client-Id: {client}' http://127.0.0.1:8000/api/limited"))
+        f"curl -s -o /dev/null -w '%{{http_code}}' -H 'X-Client-Id: {client}' http://{BACKEND}/api/limited"))
         for _ in range(7)]
     assert codes == [200] * 5 + [429] * 2, codes
-    _, body = http(host, "GET", "http://127.0.0.1:8000/api/limited")
+    _, body = http(host, "GET", f"http://{BACKEND}/api/limited")
     ttl = int(host.check_output(
         redis_cmd("ttl", body["key"])))
     assert 0 < ttl <= 120, ttl
@@ -209,7 +212,7 @@ def test_the_websocket_echoes(host):
 
 
 def test_the_backend_exports_metrics(host):
-    status, body = http(host, "GET", "http://127.0.0.1:8000/metrics")
+    status, body = http(host, "GET", f"http://{BACKEND}/metrics")
     assert status == 200 and "refapp_requests_total" in body
 
 
@@ -227,7 +230,7 @@ def test_flower_demands_its_password_and_sees_the_worker(host, headers):
 
 
 def test_the_frontend_serves_the_spa(host):
-    status, body = http(host, "GET", "http://127.0.0.1:3000/")
+    status, body = http(host, "GET", f"http://{FRONTEND}/")
     assert status == 200 and "served-by: frontend" in body
 
 
@@ -358,7 +361,7 @@ def test_a_bad_backend_image_fails_the_gate_naming_it_and_rolls_back(host, serve
         assert "Rolled back to the previous definition; it is healthy again." in msg, msg
         live = container(host, "backend")
         assert live["Image"] == before["Image"] and live["State"]["Health"]["Status"] == "healthy"
-        status, body = http(host, "GET", "http://127.0.0.1:8000/api/health")
+        status, body = http(host, "GET", f"http://{BACKEND}/api/health")
         assert status == 200, body
     finally:
         host.run("docker image rm rpa-testbed/broken-backend:latest")
@@ -388,7 +391,7 @@ def test_a_service_built_from_the_app_repository(host, server, tmp_path):
         assert proc.returncode == 0, proc.stdout[-3000:]
         live = container(host, "frontend")
         assert live["Config"]["Image"] == f"{PROJECT}-local/frontend:{commit[:12]}"
-        status, body = http(host, "GET", "http://127.0.0.1:3000/")
+        status, body = http(host, "GET", f"http://{FRONTEND}/")
         assert status == 200 and "built from git" in body, body
         assert host.file(f"{PROJECT_DIR}/src/frontend/Dockerfile").exists
         # The same commit again: nothing rebuilt, nothing recreated.

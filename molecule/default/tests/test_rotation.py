@@ -16,7 +16,6 @@ schedule.
 from __future__ import annotations
 
 import hashlib
-import importlib.machinery
 import importlib.util
 import json
 import os
@@ -28,16 +27,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import (AUTH_REFUSED, PROJECT, ROOT, app_login, cname, rotation_file, run_playbook, run_site, ssh_argv,
+from conftest import (AUTH_REFUSED, PROJECT, ROOT, app_login, cname, published, zero_downtime, rotation_file, run_playbook, run_site, ssh_argv,
                       vault, vault_file)
 
+# A shell word: where the backend is published now (start-first alternates between two ports).
+BACKEND = published("backend")
 CATALOGUE = yaml.safe_load((ROOT / "catalogue" / "secrets.yml").read_text())["secrets"]
 ALL = sorted(CATALOGUE)
 ROTATE = "playbooks/rotate-secrets.yml"
-# bench/zero_downtime's load generator (a script without .py, loaded by path).
-_LOADER = importlib.machinery.SourceFileLoader("zero_downtime", str(ROOT / "bench" / "zero_downtime"))
-ZERO_DOWNTIME = importlib.util.module_from_spec(importlib.util.spec_from_loader("zero_downtime", _LOADER))
-_LOADER.exec_module(ZERO_DOWNTIME)
+ZERO_DOWNTIME = zero_downtime()
 JWT = importlib.util.spec_from_file_location(
     "rpa_jwt", ROOT / "collections/ansible_collections/rpa/engine/plugins/filter/rpa_jwt.py")
 rpa_jwt = importlib.util.module_from_spec(JWT)
@@ -66,7 +64,7 @@ def http_status(server: dict, url: str, header: str = "", method: str = "GET") -
     return int(remote(server, command, header + "\n").stdout or 0)
 
 
-def bearer(server: dict, token: str, url: str = "http://127.0.0.1:8000/api/me", method: str = "GET") -> int:
+def bearer(server: dict, token: str, url: str, method: str = "GET") -> int:
     return http_status(server, url, f"Authorization: Bearer {token}", method)
 
 
@@ -79,7 +77,7 @@ def jwt_status(server: dict, key: str) -> tuple[int, bool | None]:
     """(status, previous_key) of /api/me for a token signed with key."""
     token = rpa_jwt.rpa_jwt_token(key, sub="tester", minutes=5)
     command = ("umask 077; f=$(mktemp); cat > $f; curl -s -H @$f -w '\\n%{http_code}' "
-               "http://127.0.0.1:8000/api/me; rm -f $f")
+               f"http://{BACKEND}/api/me; rm -f $f")
     out = remote(server, command, f"Authorization: Bearer {token}\n").stdout
     body, _, code = out.rpartition("\n")
     try:
