@@ -25,7 +25,7 @@ description:
     when it is done - gate passed, failed or rolled back. The silence ends by itself after twice I(timeout) plus
     two minutes should the run die. Without the file, or with Alertmanager not answering, it silences nothing.
   - Start-first, for the services in I(start_first) (stateless HTTP services that publish a range of two host
-    ports, both listed as upstreams of the proxy in front): when such a service would be replaced, its new
+    ports, both listed as upstreams of the proxy in front) - when such a service would be replaced, its new
     container starts beside the running one (C(docker compose up --no-recreate --scale SERVICE=2) - Compose
     gives it the range's free port), passes the same gate, and only then is the old container stopped with
     its own stop signal and grace period (its in-flight requests finish) and removed; the new one takes the
@@ -577,8 +577,8 @@ def roll_out(module, project, p, plan):
     if not ok:
         for state, _ in new.values():
             module.run_command(["docker", "rm", "--force", "--volumes", state["id"]])
-        return False, "start-first: the new container failed its gate and was removed; the old one kept " \
-                       "serving, untouched: %s" % message, {}
+        why = "start-first: the new container failed its gate and was removed; the old one kept serving, untouched"
+        return False, "%s: %s" % (why, message), {}
     # The new containers were ready for stable_seconds, longer than the proxy's health-check interval:
     # it routes to them already. `docker stop` sends the old ones their stop signal and waits their grace
     # period, so what they are answering is answered.
