@@ -65,7 +65,7 @@ $(VENV)/.installed: requirements.txt
 # `sink`: the alert receiver (SMTP, HTTPS webhook) the servers' Alertmanager delivers to.
 testbed:
 	$(TIMED) "testbed: engine, images" -- sh -c '$(TESTBED) prereqs && $(TESTBED) engine && \
-	  $(TESTBED) images && $(TESTBED) save-images && $(TESTBED) sink'
+	  $(TESTBED) images && $(TESTBED) save-images && $(TESTBED) sink && $(TESTBED) registry'
 
 demo: venv testbed demo-vault
 	$(TESTBED) up $(DEMO_NAME) --ssh-port $(DEMO_SSH_PORT) \

@@ -18,6 +18,7 @@ Only the standard library is used: this runs before the project's venv exists.
     testbed.py load-images NAME [IMAGE ...]   copy test images into NAME's nested engine
     testbed.py save-images        image archives: .testbed/images/services.tar.zst and app.tar.zst
     testbed.py sink               the alert receiver (SMTP + HTTPS webhook) the servers' Alertmanager reaches
+    testbed.py registry           the image registry (TLS, login) the servers pull the app's images from
 """
 
 from __future__ import annotations
@@ -290,7 +291,7 @@ def cmd_down(args: argparse.Namespace) -> None:
 
 
 def cmd_load_images(args: argparse.Namespace) -> None:
-    images = args.images or [image_name(p) for p in contexts() if p.name not in ("server", "alert-sink")]
+    images = args.images or [image_name(p) for p in contexts() if p.name not in ("server", "alert-sink", "registry")]
     for image in images:
         outer_id = docker_out("image", "inspect", "--format", "{{.Id}}", image)
         inner = docker("exec", args.name, "docker", "image", "inspect", "--format", "{{.Id}}",
@@ -339,7 +340,7 @@ def cmd_save_images(args: argparse.Namespace) -> None:
     docker_image_archives) and the reference app (app role's app_image_archives)."""
     out = Path(args.output)
     services = [image_name(p) for p in sorted(IMAGES_DIR.iterdir())
-                if (p / "Dockerfile").is_file() and p.name not in ("server", "http-probe", "alert-sink")]
+                if (p / "Dockerfile").is_file() and p.name not in ("server", "http-probe", "alert-sink", "registry")]
     save_archive(services, out / "services.tar.zst")
     save_archive([image_name(REFAPP_DIR)], out / "app.tar.zst")
 
@@ -434,23 +435,27 @@ def make_ca(directory: Path) -> None:
         os.replace(f"{tmp}/ca.pem", directory / "ca.pem")
 
 
-def make_sink_cert(directory: Path, address: str) -> None:
+def make_sink_cert(directory: Path, address: str, *, stem: str = "sink", dns: str = SINK_DNS,
+                   ca_dir: Path | None = None, extra_ips: tuple[str, ...] = ()) -> None:
+    """STEM.pem and STEM.key in directory, for address (and extra_ips) and dns, signed by ca_dir's CA."""
     # Python 3.13's default client context verifies strictly (VERIFY_X509_STRICT):
     # the leaf needs an authorityKeyIdentifier, the CA critical basicConstraints.
+    ca_dir = ca_dir or directory
+    names = ",".join([f"IP:{ip}" for ip in (address, *extra_ips)] + [f"DNS:{dns}"])
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
-        ext = Path(tmp) / "sink.ext"
+        ext = Path(tmp) / f"{stem}.ext"
         ext.write_text("[v3]\nbasicConstraints = critical,CA:FALSE\n"
                        "keyUsage = critical,digitalSignature\nextendedKeyUsage = serverAuth\n"
-                       f"subjectAltName = IP:{address},DNS:{SINK_DNS}\n"
+                       f"subjectAltName = {names}\n"
                        "subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid:always\n")
         openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                "-subj", f"/CN={SINK_DNS}", "-keyout", f"{tmp}/sink.key", "-out", f"{tmp}/sink.csr")
-        openssl("x509", "-req", "-in", f"{tmp}/sink.csr", "-CA", str(directory / "ca.pem"),
-                "-CAkey", str(directory / "ca.key"), "-set_serial", str(secrets.randbits(120)),
-                "-days", str(CERT_DAYS), "-extfile", str(ext), "-extensions", "v3", "-out", f"{tmp}/sink.pem")
-        os.chmod(f"{tmp}/sink.key", 0o600)
-        os.replace(f"{tmp}/sink.key", directory / "sink.key")
-        os.replace(f"{tmp}/sink.pem", directory / "sink.pem")
+                "-subj", f"/CN={dns}", "-keyout", f"{tmp}/{stem}.key", "-out", f"{tmp}/{stem}.csr")
+        openssl("x509", "-req", "-in", f"{tmp}/{stem}.csr", "-CA", str(ca_dir / "ca.pem"),
+                "-CAkey", str(ca_dir / "ca.key"), "-set_serial", str(secrets.randbits(120)),
+                "-days", str(CERT_DAYS), "-extfile", str(ext), "-extensions", "v3", "-out", f"{tmp}/{stem}.pem")
+        os.chmod(f"{tmp}/{stem}.key", 0o600)
+        os.replace(f"{tmp}/{stem}.key", directory / f"{stem}.key")
+        os.replace(f"{tmp}/{stem}.pem", directory / f"{stem}.pem")
 
 
 def ensure_sink_certs(directory: Path, address: str) -> None:
@@ -532,6 +537,124 @@ def cmd_sink(_args: argparse.Namespace) -> None:
         f"(STARTTLS, AUTH), https://{address}:{SINK_PORTS[1]}; CA {SINK_DIR / 'ca.pem'}")
 
 
+# -------------------------------------------------------------------- registry
+# A real registry for the app role's `pull` source (issue 18): Debian's docker-registry with TLS (a
+# certificate from the alert sink's throwaway CA, for the bridge gateway a server reaches and for
+# 127.0.0.1, where the controller pushes) and htpasswd (bcrypt) authentication. The reference app's
+# image is pushed as rpa-engine/refapp:<image id>; the inventories read the address, the CA and the
+# password from .testbed/registry/ (0600; a test-bed secret, made here, never in git).
+REGISTRY_NAME = "rpa-registry"
+REGISTRY_CONTEXT = IMAGES_DIR / "registry"
+REGISTRY_DIR = STATE_DIR / "registry"
+REGISTRY_DNS = "registry.test"
+REGISTRY_PORT = 5000
+REGISTRY_USER = "rpa-ci"
+REGISTRY_REPO = "rpa-engine/refapp"
+REGISTRY_LABEL = "org.rpa-engine.testbed.registry"
+REGISTRY_RUN_VERSION = "1"
+
+
+def registry_answers(address: str) -> bool:
+    """The registry's /v2/ asks for a login (401) over TLS that the CA vouches for."""
+    import urllib.error
+    import urllib.request
+    context = ssl.create_default_context(cafile=str(REGISTRY_DIR / "ca.pem"))
+    try:
+        urllib.request.urlopen(f"https://{address}:{REGISTRY_PORT}/v2/", context=context, timeout=3)
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401
+    except OSError:
+        return False
+    return False
+
+
+def ensure_registry_secrets(address: str) -> str:
+    """The certificate (same CA as the sink's), the password (made once) and its htpasswd; returns the password."""
+    REGISTRY_DIR.mkdir(parents=True, exist_ok=True)
+    os.chmod(REGISTRY_DIR, 0o700)
+    ensure_sink_certs(SINK_DIR, address)
+    shutil.copyfile(SINK_DIR / "ca.pem", REGISTRY_DIR / "ca.pem")
+    pem, key = REGISTRY_DIR / "registry.pem", REGISTRY_DIR / "registry.key"
+    reason = "there is none"
+    if pem.exists() and key.exists():
+        verified = run(["openssl", "verify", "-CAfile", str(SINK_DIR / "ca.pem"), str(pem)],
+                       check=False, capture=True).returncode == 0
+        sans, not_after = cert_facts(openssl("x509", "-in", str(pem), "-noout", "-enddate",
+                                             "-ext", "subjectAltName"))
+        reason = (None if verified and f"IP:{address}" in sans and "IP:127.0.0.1" in sans
+                  and not_after and not_after - time.time() > RENEW_DAYS * 86400 else "stale")
+    if reason:
+        make_sink_cert(REGISTRY_DIR, address, stem="registry", dns=REGISTRY_DNS, ca_dir=SINK_DIR,
+                       extra_ips=("127.0.0.1",))
+        log(f"made the registry's certificate for {address}, 127.0.0.1 and {REGISTRY_DNS} ({reason})")
+    password_file = REGISTRY_DIR / "password"
+    if not password_file.exists():
+        _write_private(password_file, secrets.token_hex(24))
+    password = password_file.read_text().strip()
+    htpasswd = REGISTRY_DIR / "htpasswd"
+    if not htpasswd.exists():
+        # The password on stdin (-i), never on a command line.
+        out = run(["docker", "run", "--rm", "-i", "--network", "none", image_name(REGISTRY_CONTEXT),
+                   "htpasswd", "-iBn", REGISTRY_USER], capture=True, input_bytes=password.encode()).stdout
+        _write_private(htpasswd, out.decode().strip() + "\n")
+    return password
+
+
+def push_refapp(password: str) -> str:
+    """Push the reference app's image under a tag of its id; returns that tag."""
+    image = image_name(REFAPP_DIR)
+    tag = docker_out("image", "inspect", "--format", "{{.Id}}", image).split(":")[-1][:12]
+    local = f"127.0.0.1:{REGISTRY_PORT}/{REGISTRY_REPO}:{tag}"
+    # A throwaway client config: the login never stays in ~/.docker.
+    with tempfile.TemporaryDirectory() as config:
+        run(["docker", "--config", config, "login", f"127.0.0.1:{REGISTRY_PORT}", "-u", REGISTRY_USER,
+             "--password-stdin"], capture=True, input_bytes=password.encode())
+        # Layers the registry holds already are not sent again: a repeated push costs a second.
+        docker("tag", image, local)
+        run(["docker", "--config", config, "push", local], capture=True)
+        log(f"pushed {image} as {REGISTRY_REPO}:{tag}")
+    return tag
+
+
+def cmd_registry(_args: argparse.Namespace) -> None:
+    build_context(REGISTRY_CONTEXT)
+    image = image_name(REGISTRY_CONTEXT)
+    address = bridge_gateway(docker_out("network", "inspect", "bridge"))
+    password = ensure_registry_secrets(address)
+    image_id = docker_out("image", "inspect", "--format", "{{.Id}}", image)
+    digest = hashlib.sha256(b"".join((REGISTRY_DIR / name).read_bytes()
+                                     for name in ("registry.pem", "registry.key", "htpasswd"))).hexdigest()
+    wanted = hashlib.sha256(f"{image_id} {digest} {address} {REGISTRY_RUN_VERSION}".encode()).hexdigest()[:16]
+    proc = docker("container", "inspect", "--format",
+                  f'{{{{.State.Status}}}} {{{{index .Config.Labels "{REGISTRY_LABEL}"}}}}', REGISTRY_NAME, check=False)
+    current = proc.stdout.decode().split() if proc.returncode == 0 else []
+    if current != ["running", wanted] or not registry_answers(address):
+        if current:
+            docker("rm", "-f", REGISTRY_NAME)
+        docker("run", "-d", "--name", REGISTRY_NAME, "--hostname", "registry",
+               "--label", "org.rpa-engine.testbed=registry", "--label", f"{REGISTRY_LABEL}={wanted}",
+               "--restart", "unless-stopped",
+               "-p", f"{address}:{REGISTRY_PORT}:{REGISTRY_PORT}", "-p", f"127.0.0.1:{REGISTRY_PORT}:{REGISTRY_PORT}",
+               "-v", f"{REGISTRY_DIR / 'registry.pem'}:/certs/registry.pem:ro",
+               "-v", f"{REGISTRY_DIR / 'registry.key'}:/certs/registry.key:ro",
+               "-v", f"{REGISTRY_DIR / 'htpasswd'}:/auth/htpasswd:ro",
+               "-v", "rpa-registry-data:/data",
+               # root, to read the 0600 files it is given as their owner, and nothing more.
+               "--user", "0:0", "--cap-drop", "ALL", "--security-opt", "no-new-privileges", image)
+        deadline = time.monotonic() + 30
+        while not registry_answers(address):
+            if time.monotonic() > deadline:
+                logs = docker("logs", "--tail", "40", REGISTRY_NAME, check=False)
+                raise TestbedError(f"{REGISTRY_NAME} did not answer within 30 s\n"
+                                   f"{(logs.stdout + logs.stderr).decode(errors='replace')}")
+            time.sleep(0.5)
+    tag = push_refapp(password)
+    (REGISTRY_DIR / "address").write_text(f"{address}:{REGISTRY_PORT}")
+    (REGISTRY_DIR / "refapp").write_text(f"{address}:{REGISTRY_PORT}/{REGISTRY_REPO}:{tag}")
+    log(f"{REGISTRY_NAME}: https://{address}:{REGISTRY_PORT} (TLS, login {REGISTRY_USER}); "
+        f"{REGISTRY_REPO}:{tag}; CA {REGISTRY_DIR / 'ca.pem'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -556,6 +679,7 @@ def main(argv: list[str] | None = None) -> int:
     save.add_argument("--output", default=str(STATE_DIR / "images"), help="directory of the archives")
     save.set_defaults(func=cmd_save_images)
     sub.add_parser("sink").set_defaults(func=cmd_sink)
+    sub.add_parser("registry").set_defaults(func=cmd_registry)
     args = parser.parse_args(argv)
     try:
         args.func(args)

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import (COMPOSE, kill_and_time_recovery, PROJECT, PROJECT_DIR, app_login, cname, container, executed_tasks, put_file, published, redis_cmd, run_site,
+from conftest import (COMPOSE, ROOT, kill_and_time_recovery, PROJECT, PROJECT_DIR, app_login, cname, container, executed_tasks, put_file, published, redis_cmd, run_site,
                       secret, ssh_argv, ssh_run, wait_healthy)
 
 # Shell words: where backend and frontend are published now (start-first alternates between two ports).
@@ -351,9 +351,12 @@ def test_a_bad_backend_image_fails_the_gate_naming_it_and_rolls_back(host, serve
     host.check_output(f"printf 'FROM {REFAPP}\\nCMD [\"false\"]\\n' "
                       "| DOCKER_BUILDKIT=0 docker build -q -t rpa-testbed/broken-backend:latest -")
     before = container(host, "backend")
-    images = {service: REFAPP for service in APP} | {"backend": "rpa-testbed/broken-backend:latest"}
+    # What runs now (pulled services by digest), but the broken backend - all from the host ("archive").
+    images = {service: container(host, service)["Config"]["Image"] for service in APP}
+    images["backend"] = "rpa-testbed/broken-backend:latest"
     try:
-        proc, data = run_site("--tags", "app", "-e", json.dumps({"app_images": images}))
+        proc, data = run_site("--tags", "app", "-e", json.dumps({"app_images": images, "app_image_source": "archive",
+                                                                 "app_image_sources": {}}))
         assert proc.returncode != 0
         failed = [t for t in executed_tasks(data, server["name"]) if t["failed"]]
         msg = failed[0]["msg"]
@@ -384,7 +387,8 @@ def test_a_service_built_from_the_app_repository(host, server, tmp_path):
     tar = subprocess.run(["tar", "-C", str(tmp_path), "-c", "refapp.git"], check=True, capture_output=True).stdout
     subprocess.run(ssh_argv(server, "rm -rf /srv/refapp.git && tar -C /srv -x"), input=tar, check=True, timeout=60)
 
-    build = json.dumps({"app_image_sources": {"frontend": "build"}, "app_build_repo_url": "/srv/refapp.git",
+    build = json.dumps({"app_image_sources": {"frontend": "build", "deployer": "archive"},
+                        "app_build_repo_url": "/srv/refapp.git",
                         "app_build_repo_ref": "main"})
     try:
         proc, data = run_site("--tags", "app", "-e", build)
@@ -403,3 +407,41 @@ def test_a_service_built_from_the_app_repository(host, server, tmp_path):
         host.run("rm -rf /srv/refapp.git")
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert container(host, "frontend")["Config"]["Image"] == REFAPP
+
+
+# ------------------------------------------------------------------ pull source: by digest, rollback
+
+PULLED = ["backend", "celery-worker", "celery-beat", "flower"]
+
+
+def recorded(host) -> dict:
+    return json.loads(host.file(f"{PROJECT_DIR}/app-images.json").content_string)
+
+
+def test_pulled_services_run_by_digest_and_roll_back_to_the_previous_one(host, server):
+    """The test bed's registry (TLS from its own CA, a login): a new tag deploys by digest; app_rollback brings
+    back the digest that ran before, whatever the tags say now."""
+    tag_ref = (ROOT / ".testbed" / "registry" / "refapp").read_text().strip()
+    repo = tag_ref.rsplit(":", 1)[0]
+    first = container(host, "backend")["Config"]["Image"]
+    assert first.startswith(f"{repo}@sha256:") and len(first.rsplit(":", 1)[1]) == 64, first
+    assert recorded(host)["backend"][0] == first
+    # A new release under a new tag, pushed from the server (its engine trusts the CA, its root is logged in).
+    release = f"{repo}:test-{int(time.time())}"
+    host.check_output(f"printf 'FROM {tag_ref}\\nLABEL org.rpa-engine.test=release-b\\n' "
+                      f"| DOCKER_BUILDKIT=0 docker build -q -t {release} - && docker push -q {release}")
+    images = {service: container(host, service)["Config"]["Image"] for service in APP} | dict.fromkeys(PULLED, release)
+    try:
+        proc, _ = run_site("--tags", "app", "-e", json.dumps({"app_images": images}))
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        second = container(host, "backend")["Config"]["Image"]
+        assert second.startswith(f"{repo}@sha256:") and second != first
+        assert recorded(host)["backend"][:2] == [second, first]
+        # Back to what ran before, although the tags still name the new release.
+        proc, _ = run_site("--tags", "app", "-e", json.dumps({"app_images": images, "app_rollback": True}))
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        assert {container(host, s)["Config"]["Image"] for s in PULLED} == {first}
+        assert recorded(host)["backend"][:2] == [first, second]
+        assert container(host, "backend")["State"]["Health"]["Status"] == "healthy"
+    finally:
+        host.run(f"docker image rm {release}")

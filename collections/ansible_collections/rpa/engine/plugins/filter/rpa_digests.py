@@ -1,0 +1,70 @@
+"""Deploy pulled images by digest, remember what ran, roll back to it, prune the rest.
+
+A tag can move; a digest cannot. The app role resolves each pulled tag to the digest the registry
+served (``RepoDigests`` of the pulled image) and puts ``REPO@sha256:...`` in the Compose file. After
+a deploy passes the gate it records, per service, the digests it ran newest first (``app-images.json``
+in the project directory), keeps the newest ``app_image_keep`` (3) and prunes the images no kept
+digest names. ``--tags app -e app_rollback=true`` deploys each service's previous digest.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ansible.errors import AnsibleFilterError
+
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def repo_of(ref: str) -> str:
+    """The repository of an image reference: without ``@digest`` and without ``:tag`` (a registry's port stays)."""
+    ref = ref.split("@", 1)[0]
+    name, sep, tag = ref.rpartition(":")
+    return name if sep and "/" not in tag else ref
+
+
+def rpa_digest_ref(repo_digests, ref: str) -> str:
+    """``REPO@sha256:...`` for ref, from the pulled image's RepoDigests (one per repository it came from)."""
+    repo = repo_of(ref)
+    for entry in repo_digests or []:
+        name, _, digest = str(entry).partition("@")
+        if name == repo and DIGEST.match(digest):
+            return f"{name}@{digest}"
+    raise AnsibleFilterError(f"the image {ref} has no digest from {repo} (RepoDigests: {list(repo_digests or [])}); "
+                             "was it pulled from that registry?")
+
+
+def rpa_image_state(state, running: dict, keep: int) -> dict:
+    """``{"state": {service: [refs newest first]}, "prune": [refs]}`` after a deploy of ``running``.
+
+    Each service keeps its ``keep`` newest distinct references (the one running first). ``prune`` lists
+    the references that fell out of every service's list - images no rollback can ask for any more.
+    """
+    if int(keep) < 1:
+        raise AnsibleFilterError(f"app_image_keep must be at least 1, got {keep}")
+    state = state if isinstance(state, dict) else {}
+    new = {}
+    for service in sorted(set(state) | set(running)):
+        history = [ref for ref in state.get(service) or [] if isinstance(ref, str)]
+        if service in running:
+            history = [running[service]] + [ref for ref in history if ref != running[service]]
+        new[service] = history[:int(keep)]
+    kept = {ref for refs in new.values() for ref in refs}
+    dropped = {ref for refs in state.values() if isinstance(refs, list) for ref in refs if isinstance(ref, str)}
+    return {"state": new, "prune": sorted(dropped - kept)}
+
+
+def rpa_image_rollback(state, services) -> dict:
+    """``{service: previous reference}`` from the recorded state; an error names the services without one."""
+    state = state if isinstance(state, dict) else {}
+    missing = [s for s in services if len(state.get(s) or []) < 2]
+    if missing:
+        raise AnsibleFilterError("app_rollback: no previous digest is recorded for %s (a rollback needs two "
+                                 "deploys by digest of the service)" % ", ".join(missing))
+    return {s: state[s][1] for s in services}
+
+
+class FilterModule:
+    def filters(self):
+        return {"rpa_digest_ref": rpa_digest_ref, "rpa_image_state": rpa_image_state,
+                "rpa_image_rollback": rpa_image_rollback}
