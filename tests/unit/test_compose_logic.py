@@ -252,7 +252,7 @@ def test_the_silence_is_scoped_to_the_server_and_the_alerts_and_ends_by_itself()
 
 # ------------------------------------------------------ start-first rollouts
 # fixtures/docker_inspect_start_first.json: `docker inspect` of a service's two containers in the middle of a
-# start-first rollout (Compose 2.26, Docker 26.1: `up --no-deps --no-recreate --scale web=2 web` after the
+# start-first rollout (Compose 2.26, Docker 26.1: `up --no-recreate --scale web=2 web` after the
 # environment changed), published on the range 127.0.0.1:3100-3101. Container 1 runs the old definition.
 ROLLOUT = json.loads((FIX / "docker_inspect_start_first.json").read_text())
 ROLLOUT_STATES = sorted((rc.container_state(o) for o in ROLLOUT), key=lambda s: s["name"])
@@ -308,3 +308,21 @@ def test_start_first_only_beside_one_healthy_container(why, states):
 
 def test_the_replacement_takes_the_name_compose_gives_the_first_container():
     assert rc.canonical_name("rpa-engine", "backend") == "rpa-engine-backend-1"
+
+
+@pytest.mark.parametrize("ports, expected", [
+    (["127.0.0.1:8000-8001:8000"], True),
+    (["127.0.0.1:8000:8000"], False),     # a fragment stored before start-first: one fixed port
+    (["8000-8001:8000"], True),
+    ([{"target": 8000, "published": "8000-8001", "host_ip": "127.0.0.1"}], True),
+    ([{"target": 8000, "published": 8000}], False),
+    ([], False),
+])
+def test_only_a_service_publishing_a_port_range_can_start_first(ports, expected):
+    assert rc.service_publishes_range({"ports": ports}) is expected
+
+
+def test_one_off_containers_are_not_the_services():
+    old = ROLLOUT_STATES[0]
+    oneoff = dict(ROLLOUT_STATES[1], oneoff=True)
+    assert rc.start_first_plan(["web"], ["web"], [old, oneoff], {"web": NEW_HASH}, images_of(old)) == {"web": old}

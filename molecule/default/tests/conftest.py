@@ -222,7 +222,8 @@ def cname(service: str) -> str:
     """The container Compose runs for service in the project under test (in a shell command)."""
     if service in START_FIRST:
         return (f"$(docker ps -aq --filter label=com.docker.compose.project={PROJECT} "
-                f"--filter label=com.docker.compose.service={service} | head -n1)")
+                f"--filter label=com.docker.compose.service={service} "
+                "--filter label=com.docker.compose.oneoff=False | head -n1)")
     return project.container(service, PROJECT)
 
 

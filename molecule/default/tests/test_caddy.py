@@ -312,6 +312,8 @@ def test_a_backend_replaced_start_first_fails_no_request_and_leaves_one_containe
     result = json.loads(proc.stdout.strip().splitlines()[-1])[0]
     assert result["sent"] >= 1000, result
     assert (result["non_2xx"], result["connection_errors"]) == (0, 0), result
+    # Docker's events: the new backend was healthy before the old one got its stop signal.
+    assert result["new_healthy_before_old_stopped"] is True, result
     # The bench's target is 1 s; a timed test on a shared machine gets slack.
     assert result["max_ms"] <= 2000, result
     assert proc.returncode == 0

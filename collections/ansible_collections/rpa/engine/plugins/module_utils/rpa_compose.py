@@ -136,6 +136,7 @@ def container_state(inspect):
         "id": inspect.get("Id", ""),
         "name": (inspect.get("Name") or "").lstrip("/"),
         "service": labels.get("com.docker.compose.service", ""),
+        "oneoff": labels.get("com.docker.compose.oneoff") == "True",
         "config_hash": labels.get("com.docker.compose.config-hash", ""),
         "image_id": inspect.get("Image", ""),
         "image_ref": (inspect.get("Config") or {}).get("Image", ""),
@@ -378,7 +379,7 @@ def start_first_plan(services, start_first, states, candidate_hashes, image_ids,
     for service in services:
         if service not in start_first:
             continue
-        mine = [st for st in states if st["service"] == service]
+        mine = [st for st in states if st["service"] == service and not st.get("oneoff")]
         if len(mine) != 1:
             continue
         state = mine[0]
@@ -402,3 +403,14 @@ def host_ports(inspect):
         if ports:
             out[key] = ports
     return out
+
+
+def service_publishes_range(service):
+    """Whether a Compose service definition publishes a host port range (``127.0.0.1:8000-8001:8000``)."""
+    for port in service.get("ports") or []:
+        text = port if isinstance(port, str) else str((port or {}).get("published", ""))
+        parts = text.split(":")
+        host = parts[-2] if len(parts) >= 2 else (text if not isinstance(port, str) else "")
+        if "-" in host:
+            return True
+    return False

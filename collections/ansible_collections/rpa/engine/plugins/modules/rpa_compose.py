@@ -22,8 +22,8 @@ description:
   - Planned work pages nobody. When the project directory holds C(.maintenance-silence.json) (the monitoring
     role writes it - Alertmanager's loopback URL, the server's name, the alerts a recreate sets off), the module
     silences those alerts of this server in Alertmanager before it brings anything up, and expires the silence
-    when it is done - gate passed, failed or rolled back. The silence ends by itself after twice I(timeout) plus
-    two minutes should the run die. Without the file, or with Alertmanager not answering, it silences nothing.
+    when it is done - gate passed, failed or rolled back. The silence ends by itself after four times I(timeout)
+    plus ten minutes should the run die. Without the file, or with Alertmanager not answering, it silences nothing.
   - Start-first, for the services in I(start_first) (stateless HTTP services that publish a range of two host
     ports, both listed as upstreams of the proxy in front) - when such a service would be replaced, its new
     container starts beside the running one (C(docker compose up --no-recreate --scale SERVICE=2) - Compose
@@ -107,6 +107,14 @@ options:
     description:
       - Services to replace even when nothing changed (start-first ones without downtime) - a restart that
         nobody notices, or a measurement of one.
+    type: list
+    elements: str
+    default: []
+  exclusive_env:
+    description:
+      - Interpolation variables (C(.env)) whose change makes the start-first services be replaced stop-first
+        instead - an old and a new container must not serve side by side, for example with a new JWT signing
+        key (the old container would refuse the new one's tokens).
     type: list
     elements: str
     default: []
@@ -217,6 +225,7 @@ from ansible_collections.rpa.engine.plugins.module_utils.rpa_compose import (
     host_ports,
     merge_fragments,
     parse_config_hashes,
+    service_publishes_range,
     parse_image_ls,
     project_digest,
     recreated_services,
@@ -250,7 +259,8 @@ def maintenance_silence(module, project, services):
     if spec is None:
         return None
     # Long enough for the gate and a rollback's gate; it lapses by itself should the run die.
-    seconds = 2 * module.params["timeout"] + 120
+    # A start-first run may take three gates (rollout, rollback) and stop grace periods.
+    seconds = 4 * module.params["timeout"] + 600
     body = silence_request(spec, module.params["fragment"], services, time.time(), seconds)
     try:
         answer = open_url(spec["url"].rstrip("/") + "/api/v2/silences", data=json.dumps(body), method="POST",
@@ -360,9 +370,11 @@ class Project(object):
         if not ids:
             return []
         rc, out, err = self.m.run_command(["docker", "inspect"] + ids)
-        if rc != 0:  # a container vanished between ps and inspect: look again next time
+        # A container that vanished between ps and inspect makes rc 1; the others are still printed.
+        try:
+            return json.loads(out) if out.strip().startswith("[") else []
+        except ValueError:
             return []
-        return json.loads(out)
 
     def containers(self, services, pick=None):
         """{service: container_state} for the project's containers of these services.
@@ -374,6 +386,8 @@ class Project(object):
         for obj in self.inspect_all():
             state = container_state(obj)
             service = state["service"]
+            if state["oneoff"]:  # `compose run` containers are not the service's
+                continue
             if service in services and (not pick or service not in pick or pick[service] == state["id"]):
                 states[service] = state
         return states
@@ -395,8 +409,11 @@ class Project(object):
         return out.strip() if rc == 0 else None
 
 
-class RolloutFailed(Exception):
-    """A start-first replacement failed its gate (and was removed)."""
+def publishes_range(files, project, service):
+    """Whether the service, as the project files about to go live define it, publishes a range of host
+    ports - what a start-first replacement needs (a stored fragment from before may publish one port)."""
+    merged = yaml.safe_load(files[project.compose_file][0]) or {}
+    return service_publishes_range((merged.get("services") or {}).get(service) or {})
 
 
 class CommandFailed(Exception):
@@ -455,6 +472,7 @@ def main():
             rollback=dict(type="bool", default=True),
             start_first=dict(type="list", elements="str", default=[]),
             recreate=dict(type="list", elements="str", default=[]),
+            exclusive_env=dict(type="list", elements="str", default=[]),
             pull=dict(type="str", choices=["missing", "never", "always"], default="missing"),
         ),
         supports_check_mode=True,
@@ -537,7 +555,7 @@ def main():
     before = project.containers(services)
     if module.check_mode:
         running = dict((s, st["config_hash"]) for s, st in before.items() if st["status"] == "running")
-        result["would_recreate"] = would_recreate(running, candidate_hashes)
+        result["would_recreate"] = sorted(set(would_recreate(running, candidate_hashes)) | set(p["recreate"]))
         result["changed"] = bool(files_changed or result["would_recreate"])
         result["services"] = summary(before)
         module.exit_json(**result)
@@ -563,21 +581,33 @@ def roll_out(module, project, p, plan):
         scale += ["--scale", "%s=2" % service]
     # Not --no-deps: Compose drops depends_on from a service it starts without its dependencies, and the
     # container's config hash would never match the project's again (every later run would recreate it).
-    project.compose(["up", "--detach", "--no-recreate", "--pull", p["pull"]] + scale + services)
     old_ids = set(st["id"] for st in plan.values())
-    new = {}
-    for obj in project.inspect_all():
-        state = container_state(obj)
-        if state["service"] in plan and state["id"] not in old_ids:
-            new[state["service"]] = (state, host_ports(obj))
-    missing = [s for s in services if s not in new]
-    ok, message = not missing, "no new container was started for %s" % ", ".join(missing)
-    if ok:
-        ok, message, _ = gate(project, services, p, pick=dict((s, new[s][0]["id"]) for s in services))
+
+    def newcomers():
+        found = {}
+        for obj in project.inspect_all():
+            state = container_state(obj)
+            if state["service"] in plan and state["id"] not in old_ids and not state["oneoff"]:
+                found[state["service"]] = (state, host_ports(obj))
+        return found
+
+    try:
+        project.compose(["up", "--detach", "--no-recreate", "--pull", p["pull"]] + scale + services)
+        new = newcomers()
+        missing = [s for s in services if s not in new]
+        ok, message = not missing, "no new container was started for %s" % ", ".join(missing)
+        if ok:
+            ok, message, _ = gate(project, services, p, pick=dict((s, new[s][0]["id"]) for s in services))
+    except CommandFailed as exc:
+        ok, message = False, exc.err.strip()[-2000:]
     if not ok:
-        for state, _ in new.values():
-            module.run_command(["docker", "rm", "--force", "--volumes", state["id"]])
-        why = "start-first: the new container failed its gate and was removed; the old one kept serving, untouched"
+        leftovers = [state["id"] for state, _ in newcomers().values()]
+        for cid in leftovers:
+            rc, _, err = module.run_command(["docker", "rm", "--force", "--volumes", cid])
+            if rc != 0:
+                module.warn("start-first: could not remove the new container %s: %s" % (cid[:12], err.strip()))
+        why = ("start-first: the new container failed its gate and was removed; the old one kept serving, "
+               "untouched")
         return False, "%s: %s" % (why, message), {}
     # The new containers were ready for stable_seconds, longer than the proxy's health-check interval:
     # it routes to them already. `docker stop` sends the old ones their stop signal and waits their grace
@@ -604,36 +634,63 @@ def apply_and_gate(module, project, p, files, old, before, services, result, all
     """Write the files, bring the services up, gate them, roll back on failure; exits the module."""
     project.write(files)
     try:
-        plan = {}
-        if p["start_first"]:
-            plan = start_first_plan(services, p["start_first"], [container_state(o) for o in project.inspect_all()],
-                                    candidate_hashes, project.image_ids(), p["recreate"])
-        plain = [s for s in services if s not in plan]
-        if plain:
-            project.compose(["up", "--detach", "--remove-orphans", "--pull", p["pull"]] + plain)
-        forced = [s for s in p["recreate"] if s in plain]
+        # Start-first candidates are left to the rollout (planned below); the rest goes through a plain
+        # `up` and its gate first, so that a failing plain service is rolled back before any old
+        # container of a start-first one has been stopped.
+        candidates = [s for s in p["start_first"] if s in services and publishes_range(files, project, s)]
+        forced = [s for s in p["recreate"] if s in services and s not in candidates]
+        plain = [s for s in services if s not in candidates]
+        first_up = [s for s in plain if s not in forced]
+        if first_up:
+            project.compose(["up", "--detach", "--remove-orphans", "--pull", p["pull"]] + first_up)
         if forced:
             project.compose(["up", "--detach", "--force-recreate", "--pull", p["pull"]] + forced)
-        if plan:
-            ok, message, result["rolled_out"] = roll_out(module, project, p, plan)
-            if not ok:
-                raise RolloutFailed(message)
         # Containers that were healthy and that `up` left in place have proven their stability
-        # already: one healthy observation is enough (a no-op run does not wait the window out);
-        # so have the ones a start-first rollout gated.
+        # already: one healthy observation is enough (a no-op run does not wait the window out).
         untouched = all(s in before and before[s]["status"] == "running"
                         and before[s]["health"] in ("healthy", None) for s in plain)
-        if untouched:
+        if untouched and plain:
             after = project.containers(plain)
             untouched = all(s in after and after[s]["id"] == before[s]["id"] for s in plain)
-        ok, message, states = gate(project, services, p, stable_seconds=0 if untouched else None)
+        ok, message, states = (gate(project, plain, p, stable_seconds=0 if untouched else None)
+                               if plain else (True, "", {}))
+        if ok and candidates:
+            exclusive = sorted(set(p["exclusive_env"]) & set(result["env_changed"]))
+            plan = start_first_plan(services, candidates, [container_state(o) for o in project.inspect_all()],
+                                    candidate_hashes, project.image_ids(), p["recreate"])
+            if exclusive:
+                # Old and new must not serve side by side (a new signing key: the old container refuses
+                # the new one's tokens): stop-first, with Caddy holding the requests meanwhile.
+                module.warn("%s changed: %s replaced stop-first" % (", ".join(exclusive), ", ".join(sorted(plan))))
+                project.compose(["up", "--detach", "--pull", p["pull"]]
+                                + (["--force-recreate"] if set(plan) & set(p["recreate"]) else []) + candidates)
+            elif plan:
+                ok, message, result["rolled_out"] = roll_out(module, project, p, plan)
+            if ok and (exclusive or set(candidates) - set(plan)):
+                # Not rolled out (unchanged, nothing ran, two containers, or stop-first): a plain `up` of
+                # its own, through the gate - at once when it left healthy containers in place.
+                rest = [s for s in candidates if exclusive or s not in plan]
+                if not exclusive:
+                    project.compose(["up", "--detach", "--pull", p["pull"]] + rest)
+                now = project.containers(rest)
+                kept = not exclusive and all(s in before and s in now and now[s]["id"] == before[s]["id"]
+                                             and before[s]["status"] == "running"
+                                             and before[s]["health"] in ("healthy", None) for s in rest)
+                ok, message, _ = gate(project, rest, p, stable_seconds=0 if kept else None)
+        if ok:
+            # The whole fragment, once more: every service ready now (each passed its own window already).
+            ok, message, states = gate(project, services, p, stable_seconds=0)
     except CommandFailed as exc:
         # Compose prints a progress line per container; the error lines are what matter.
         err = exc.err.strip()
         errors = [line.strip() for line in err.splitlines() if "rror" in line]
-        ok, message, states = False, "docker compose up failed: %s" % ("\n".join(errors[-5:]) or err[-2000:]), {}
-    except RolloutFailed as exc:
-        ok, message, states = False, str(exc), project.containers(services)
+        ok, message, states = False, "%s failed: %s" % (" ".join(exc.cmd[:3]), "\n".join(errors[-5:]) or err[-2000:]), {}
+    if not ok:
+        result["rolled_out"] = {}
+        try:
+            states = project.containers(services)
+        except CommandFailed:
+            states = {}
 
     if ok:
         project.write({project.hash_cache: (render_hash_cache(
