@@ -76,7 +76,9 @@ CHECKS: dict[str, tuple[str, Check]] = {
                                  for m in _mounts(c) if m.get("Type") == "bind")),
     "5.7": ("no sshd in the container", lambda c, i: "sshd" not in json.dumps((c.get("Config") or {}).get("Cmd"))
             and "sshd" not in json.dumps((c.get("Config") or {}).get("Entrypoint"))),
-    "5.8": ("no privileged host port", lambda c, i: all(int(b.get("HostPort") or 1024) >= 1024 for b in _ports(c))),
+    # A start-first service publishes a range ("8000-8001"): its lowest port decides.
+    "5.8": ("no privileged host port",
+            lambda c, i: all(int(str(b.get("HostPort") or 1024).split("-")[0]) >= 1024 for b in _ports(c))),
     "5.10": ("host network namespace not shared", lambda c, i: _hc(c).get("NetworkMode") != "host"),
     "5.11": ("memory limited", lambda c, i: (_hc(c).get("Memory") or 0) > 0),
     "5.12": ("CPU priority and limit set", lambda c, i: (_hc(c).get("CpuShares") or 0) not in (0, 1024)

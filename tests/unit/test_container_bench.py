@@ -51,6 +51,7 @@ def test_apparmor_is_judged_only_where_the_engine_has_it():
     ("5.6", "backend", lambda c: c["Mounts"].append({"Type": "bind", "Source": "/etc", "Destination": "/x"})),
     ("5.6", "prometheus", lambda c: c["Mounts"].append({"Type": "bind", "Source": "/", "Destination": "/host"})),
     ("5.8", "frontend", lambda c: c["HostConfig"].update(PortBindings={"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "80"}]})),
+    ("5.8", "frontend", lambda c: c["HostConfig"].update(PortBindings={"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "79-80"}]})),
     ("5.10", "backend", lambda c: c["HostConfig"].update(NetworkMode="host")),
     ("5.11", "backend", lambda c: c["HostConfig"].update(Memory=0)),
     ("5.12", "backend", lambda c: c["HostConfig"].update(NanoCpus=0)),
@@ -92,3 +93,10 @@ def test_main_exits_1_on_a_warn(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(spoiled))
     assert cb.main(["container_bench", str(bad)]) == 1
+
+
+def test_a_start_first_port_range_on_loopback_passes_5_8_and_5_14():
+    container = one("frontend")
+    container["HostConfig"]["PortBindings"] = {"3000/tcp": [{"HostIp": "127.0.0.1", "HostPort": "2999-3000"}]}
+    results = cb.bench([container], NO_APPARMOR)
+    assert results["5.8"]["pass"] == ["frontend"] and results["5.14"]["pass"] == ["frontend"]
