@@ -61,9 +61,17 @@ def test_the_same_digest_again_changes_nothing():
     assert d.rpa_image_state({"backend": [B, A]}, {"backend": B}, 3) == {"state": {"backend": [B, A]}, "prune": []}
 
 
-def test_a_rollback_without_a_previous_digest_names_the_services():
-    with pytest.raises(AnsibleFilterError, match="no previous digest is recorded for flower"):
-        d.rpa_image_rollback({"backend": [B, A], "flower": [A]}, ["backend", "flower"])
+def test_a_service_that_never_changed_stays_as_it_is_in_a_rollback():
+    assert d.rpa_image_rollback({"backend": [B, A], "flower": [A]}, ["backend", "flower"]) == {"backend": A, "flower": A}
+
+
+@pytest.mark.parametrize("state, named", [
+    ({"backend": [A], "flower": [A]}, "backend, flower"),  # nothing changed yet: nothing to go back to
+    ({"backend": [B, A]}, "flower"),                        # never recorded
+])
+def test_a_rollback_without_a_previous_digest_names_the_services(state, named):
+    with pytest.raises(AnsibleFilterError, match=f"no previous digest is recorded for {named}"):
+        d.rpa_image_rollback(state, ["backend", "flower"])
 
 
 @pytest.mark.parametrize("keep", [0, -1])

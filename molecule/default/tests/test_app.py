@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import (COMPOSE, ROOT, kill_and_time_recovery, PROJECT, PROJECT_DIR, app_login, cname, container, executed_tasks, put_file, published, redis_cmd, run_site,
+from conftest import (COMPOSE, ROOT, kill_and_time_recovery, PROJECT, PROJECT_DIR, app_login, cname, container, executed_tasks, put_file, published, redis_cmd, run_playbook, run_site,
                       secret, ssh_argv, ssh_run, wait_healthy)
 
 # Shell words: where backend and frontend are published now (start-first alternates between two ports).
@@ -432,15 +432,17 @@ def test_pulled_services_run_by_digest_and_roll_back_to_the_previous_one(host, s
     release = f"{repo}:test-{int(time.time())}"
     host.check_output(f"printf 'FROM {tag_ref}\\nLABEL org.rpa-engine.test=release-b\\n' "
                       f"| DOCKER_BUILDKIT=0 docker build -q -t {release} - && docker push -q {release}")
-    images = {service: container(host, service)["Config"]["Image"] for service in APP} | dict.fromkeys(PULLED, release)
+    # The new release for the backend only: one start-first replacement per run, the others stay.
+    images = {service: container(host, service)["Config"]["Image"] for service in APP} | {"backend": release}
     try:
-        proc, _ = run_site("--tags", "app", "-e", json.dumps({"app_images": images}))
+        proc, _ = run_playbook("playbooks/app.yml", "--tags", "app", "-e", json.dumps({"app_images": images}))
         assert proc.returncode == 0, proc.stdout[-3000:]
         second = container(host, "backend")["Config"]["Image"]
         assert second.startswith(f"{repo}@sha256:") and second != first
         assert recorded(host)["backend"][:2] == [second, first]
         # Back to what ran before, although the tags still name the new release.
-        proc, _ = run_site("--tags", "app", "-e", json.dumps({"app_images": images, "app_rollback": True}))
+        proc, _ = run_playbook("playbooks/app.yml", "--tags", "app",
+                               "-e", json.dumps({"app_images": images, "app_rollback": True}))
         assert proc.returncode == 0, proc.stdout[-3000:]
         assert {container(host, s)["Config"]["Image"] for s in PULLED} == {first}
         assert recorded(host)["backend"][:2] == [first, second]

@@ -55,13 +55,15 @@ def rpa_image_state(state, running: dict, keep: int) -> dict:
 
 
 def rpa_image_rollback(state, services) -> dict:
-    """``{service: previous reference}`` from the recorded state; an error names the services without one."""
+    """``{service: reference}`` to deploy for a rollback: each service's previous recorded reference, or its
+    current one when it has none (it did not change since it was first recorded); an error when no service
+    has a previous one or one has none recorded at all."""
     state = state if isinstance(state, dict) else {}
-    missing = [s for s in services if len(state.get(s) or []) < 2]
-    if missing:
-        raise AnsibleFilterError("app_rollback: no previous digest is recorded for %s (a rollback needs two "
-                                 "deploys by digest of the service)" % ", ".join(missing))
-    return {s: state[s][1] for s in services}
+    unknown = [s for s in services if not state.get(s)]
+    if unknown or not any(len(state[s]) >= 2 for s in services):
+        raise AnsibleFilterError("app_rollback: no previous digest is recorded for %s (a rollback needs an earlier "
+                                 "deploy by digest)" % ", ".join(unknown or services))
+    return {s: state[s][1] if len(state[s]) >= 2 else state[s][0] for s in services}
 
 
 class FilterModule:
