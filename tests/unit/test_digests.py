@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.rpa.engine.plugins.filter import rpa_digests as d
 
+FIXTURES = Path(__file__).parent / "fixtures"
 REPO = "172.17.0.1:5000/rpa-engine/refapp"
 A, B, C, D, E = (f"{REPO}@sha256:{c * 64}" for c in "abcde")
 
@@ -78,3 +82,33 @@ def test_a_rollback_without_a_previous_digest_names_the_services(state, named):
 def test_keep_below_one_is_refused(keep):
     with pytest.raises(AnsibleFilterError, match="app_image_keep"):
         d.rpa_image_state({}, {"backend": A}, keep)
+
+
+# docker image inspect on the demo server (docker.io 26.1.5): a release pulled by a tag (two tags, one
+# digest) and the first release, whose image the frontend also runs under the archive's own name.
+PULLED_IMAGES = json.loads((FIXTURES / "docker_image_inspect_26.1_pulled.json").read_text())
+RELEASE = "172.17.0.1:5000/rpa-engine/refapp@sha256:5dd99a7f9f7d971ea648b7be3680526c1567992ef8f00a7f8b2007dacf74678a"
+FIRST = "172.17.0.1:5000/rpa-engine/refapp@sha256:52750bd8d75332934331e37463ff136f8a6cc11230b050173a37317dff038dad"
+
+
+def test_a_pruned_image_goes_with_the_tags_it_was_pulled_by():
+    """Removing only the digest reference would untag it and leave the image on the disk."""
+    after = {"state": {"backend": [FIRST]}, "prune": [RELEASE]}
+    assert d.rpa_image_prune_refs(PULLED_IMAGES, after) == [
+        "172.17.0.1:5000/rpa-engine/refapp:test-1796091586", "172.17.0.1:5000/rpa-engine/refapp:test-1796091602",
+        RELEASE]
+
+
+def test_a_pruned_images_tags_of_another_repository_stay():
+    after = {"state": {"backend": [RELEASE]}, "prune": [FIRST]}
+    assert d.rpa_image_prune_refs(PULLED_IMAGES, after) == ["172.17.0.1:5000/rpa-engine/refapp:307339f55faa", FIRST]
+
+
+def test_an_image_a_kept_digest_names_loses_only_the_pruned_reference():
+    image = {"RepoTags": [f"{REPO}:v1"], "RepoDigests": [A, B]}
+    assert d.rpa_image_prune_refs([image], {"state": {"backend": [B]}, "prune": [A]}) == [A]
+
+
+def test_nothing_pruned_or_nothing_present_removes_nothing():
+    assert d.rpa_image_prune_refs(PULLED_IMAGES, {"state": {"backend": [FIRST, RELEASE]}, "prune": []}) == []
+    assert d.rpa_image_prune_refs([], {"state": {}, "prune": [A]}) == []

@@ -422,7 +422,7 @@ def recorded(host) -> dict:
 
 def test_pulled_services_run_by_digest_and_roll_back_to_the_previous_one(host, server):
     """The test bed's registry (TLS from its own CA, a login): a new tag deploys by digest; app_rollback brings
-    back the digest that ran before, whatever the tags say now."""
+    back the digest that ran before, whatever the tags say now; what no kept digest names is pruned."""
     tag_ref = (ROOT / ".testbed" / "registry" / "refapp").read_text().strip()
     repo = tag_ref.rsplit(":", 1)[0]
     first = container(host, "backend")["Config"]["Image"]
@@ -440,12 +440,15 @@ def test_pulled_services_run_by_digest_and_roll_back_to_the_previous_one(host, s
         second = container(host, "backend")["Config"]["Image"]
         assert second.startswith(f"{repo}@sha256:") and second != first
         assert recorded(host)["backend"][:2] == [second, first]
-        # Back to what ran before, although the tags still name the new release.
-        proc, _ = run_playbook("playbooks/app.yml", "--tags", "app",
-                               "-e", json.dumps({"app_images": images, "app_rollback": True}))
+        # Back to what ran before, although the tags still name the new release. Keeping one digest per
+        # service prunes the release: its image leaves the disk, with the tag it was pulled by.
+        proc, _ = run_playbook("playbooks/app.yml", "--tags", "app", "-e",
+                               json.dumps({"app_images": images, "app_rollback": True, "app_image_keep": 1}))
         assert proc.returncode == 0, proc.stdout[-3000:]
         assert {container(host, s)["Config"]["Image"] for s in PULLED} == {first}
-        assert recorded(host)["backend"][:2] == [first, second]
+        assert recorded(host)["backend"] == [first]
         assert container(host, "backend")["State"]["Health"]["Status"] == "healthy"
+        present = host.run(f"docker image inspect --format '{{{{.Id}}}}' {second} {release} {first}")
+        assert present.stdout.split() == [container(host, "backend")["Image"]], present.stdout + present.stderr
     finally:
         host.run(f"docker image rm {release}")

@@ -54,6 +54,31 @@ def rpa_image_state(state, running: dict, keep: int) -> dict:
     return {"state": new, "prune": sorted(dropped - kept)}
 
 
+def rpa_image_prune_refs(images, after: dict) -> list:
+    """The references ``docker image rm`` needs to really remove the pruned images.
+
+    ``images`` is ``docker image inspect`` of the pruned references (those still present). Removing a
+    digest reference only untags it while the tag it was pulled by still names the image, and the disk
+    stays full; so each pruned image's tags in the same repository go with it. Tags of other
+    repositories (an archive loaded under its own name) stay, and so does every reference of an image
+    that a kept digest still names.
+    """
+    pruned = set(after.get("prune") or [])
+    kept = {ref for refs in (after.get("state") or {}).values() for ref in refs or []}
+    out = []
+    for image in images or []:
+        digests = [str(ref) for ref in image.get("RepoDigests") or []]
+        mine = [ref for ref in digests if ref in pruned]
+        if not mine:
+            continue
+        if any(ref in kept for ref in digests):
+            out += mine
+            continue
+        repos = {repo_of(ref) for ref in mine}
+        out += mine + [str(tag) for tag in image.get("RepoTags") or [] if repo_of(str(tag)) in repos]
+    return sorted(set(out))
+
+
 def rpa_image_rollback(state, services) -> dict:
     """``{service: reference}`` to deploy for a rollback: each service's previous recorded reference, or its
     current one when it has none (it did not change since it was first recorded); an error when no service
@@ -69,4 +94,4 @@ def rpa_image_rollback(state, services) -> dict:
 class FilterModule:
     def filters(self):
         return {"rpa_digest_ref": rpa_digest_ref, "rpa_image_state": rpa_image_state,
-                "rpa_image_rollback": rpa_image_rollback}
+                "rpa_image_rollback": rpa_image_rollback, "rpa_image_prune_refs": rpa_image_prune_refs}
