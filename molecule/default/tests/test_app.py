@@ -420,35 +420,47 @@ def recorded(host) -> dict:
     return json.loads(host.file(f"{PROJECT_DIR}/app-images.json").content_string)
 
 
-def test_pulled_services_run_by_digest_and_roll_back_to_the_previous_one(host, server):
+def test_pulled_services_run_by_digest_roll_back_and_keep_three(host, server):
     """The test bed's registry (TLS from its own CA, a login): a new tag deploys by digest; app_rollback brings
-    back the digest that ran before, whatever the tags say now; what no kept digest names is pruned."""
+    back the digest that ran before, whatever the tags say now; each service keeps three digests and the
+    image that falls out leaves the disk, with the tag it was pulled by."""
     tag_ref = (ROOT / ".testbed" / "registry" / "refapp").read_text().strip()
     repo = tag_ref.rsplit(":", 1)[0]
     first = container(host, "backend")["Config"]["Image"]
     assert first.startswith(f"{repo}@sha256:") and len(first.rsplit(":", 1)[1]) == 64, first
     assert recorded(host)["backend"][0] == first
-    # A new release under a new tag, pushed from the server (its engine trusts the CA, its root is logged in).
-    release = f"{repo}:test-{int(time.time())}"
-    host.check_output(f"printf 'FROM {tag_ref}\\nLABEL org.rpa-engine.test=release-b\\n' "
-                      f"| DOCKER_BUILDKIT=0 docker build -q -t {release} - && docker push -q {release}")
-    # The new release for the backend only: one start-first replacement per run, the others stay.
-    images = {service: container(host, service)["Config"]["Image"] for service in APP} | {"backend": release}
+    # Three releases under new tags, built and pushed from the server (its engine trusts the CA, its root is
+    # logged in). The first two stand for earlier deploys: the recorded history says the backend ran
+    # release 1, release 2, then the first image again - three deploys, so the next two make five.
+    stamp = int(time.time())
+    tags = [f"{repo}:test-{stamp}-{n}" for n in (1, 2, 3)]
+    host.check_output(" && ".join(
+        f"printf 'FROM {tag_ref}\\nLABEL org.rpa-engine.test=release-{stamp}-{n}\\n' "
+        f"| DOCKER_BUILDKIT=0 docker build -q -t {tag} - >/dev/null && docker push -q {tag} >/dev/null"
+        for n, tag in enumerate(tags, 1)))
+    d1, d2, d3 = (next(ref for ref in json.loads(host.check_output(
+        f"docker image inspect --format '{{{{json .RepoDigests}}}}' {tag}")) if ref.startswith(f"{repo}@"))
+        for tag in tags)
+    history = recorded(host) | {"backend": [first, d2, d1]}
+    host.check_output(f"printf '%s' '{json.dumps(history)}' > {PROJECT_DIR}/app-images.json")
+    # Release 3 for the backend only: one start-first replacement per run, the others stay.
+    images = {service: container(host, service)["Config"]["Image"] for service in APP} | {"backend": tags[2]}
     try:
         proc, _ = run_playbook("playbooks/app.yml", "--tags", "app", "-e", json.dumps({"app_images": images}))
         assert proc.returncode == 0, proc.stdout[-3000:]
-        second = container(host, "backend")["Config"]["Image"]
-        assert second.startswith(f"{repo}@sha256:") and second != first
-        assert recorded(host)["backend"][:2] == [second, first]
-        # Back to what ran before, although the tags still name the new release. Keeping one digest per
-        # service prunes the release: its image leaves the disk, with the tag it was pulled by.
-        proc, _ = run_playbook("playbooks/app.yml", "--tags", "app", "-e",
-                               json.dumps({"app_images": images, "app_rollback": True, "app_image_keep": 1}))
+        assert container(host, "backend")["Config"]["Image"] == d3
+        assert recorded(host)["backend"] == [d3, first, d2]
+        # Back to what ran before, although the tags still name release 3.
+        proc, _ = run_playbook("playbooks/app.yml", "--tags", "app",
+                               "-e", json.dumps({"app_images": images, "app_rollback": True}))
         assert proc.returncode == 0, proc.stdout[-3000:]
         assert {container(host, s)["Config"]["Image"] for s in PULLED} == {first}
-        assert recorded(host)["backend"] == [first]
+        assert recorded(host)["backend"] == [first, d3, d2]
         assert container(host, "backend")["State"]["Health"]["Status"] == "healthy"
-        present = host.run(f"docker image inspect --format '{{{{.Id}}}}' {second} {release} {first}")
-        assert present.stdout.split() == [container(host, "backend")["Image"]], present.stdout + present.stderr
+        # Five deploys, three kept: release 1 fell out and is gone, tag and all; 2 and 3 stay for a rollback.
+        for ref in (d1, tags[0]):
+            assert host.run(f"docker image inspect {ref}").rc != 0, ref
+        for ref in (d2, d3, first):
+            assert host.run(f"docker image inspect {ref}").rc == 0, ref
     finally:
-        host.run(f"docker image rm {release}")
+        host.run(f"docker image rm {' '.join(tags)}")
