@@ -63,9 +63,10 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 # `sink`: the alert receiver (SMTP, HTTPS webhook) the servers' Alertmanager delivers to.
+# `registry`: the image registry the app role pulls from; `offsite`: the SFTP host of pgBackRest's repository.
 testbed:
 	$(TIMED) "testbed: engine, images" -- sh -c '$(TESTBED) prereqs && $(TESTBED) engine && \
-	  $(TESTBED) images && $(TESTBED) save-images && $(TESTBED) sink && $(TESTBED) registry'
+	  $(TESTBED) images && $(TESTBED) save-images && $(TESTBED) sink && $(TESTBED) registry && $(TESTBED) offsite'
 
 demo: venv testbed demo-vault
 	$(TESTBED) up $(DEMO_NAME) --ssh-port $(DEMO_SSH_PORT) \

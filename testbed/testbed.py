@@ -262,6 +262,7 @@ def cmd_up(args: argparse.Namespace) -> None:
     key = ensure_key()
     state = container_state(args.name)
     if state is None:
+        forget_offsite_repo(args.name)
         docker("volume", "create", f"{args.name}-docker")
         docker("run", "-d", "--name", args.name, "--hostname", args.name,
                "--label", "org.rpa-engine.testbed=server", *SERVER_RUN_OPTS,
@@ -287,7 +288,15 @@ def cmd_down(args: argparse.Namespace) -> None:
     if container_state(args.name) is not None:
         docker("rm", "-f", "-v", args.name)
     docker("volume", "rm", "-f", f"{args.name}-docker", check=False)
+    forget_offsite_repo(args.name)
     log(f"removed {args.name}")
+
+
+def forget_offsite_repo(name: str) -> None:
+    """A new server is a new cluster: the inventories' repository path of a server of that name
+    (/repo/NAME) would hold another cluster's archive, which the postgres role refuses to write into."""
+    if container_state(OFFSITE_NAME) == "running":
+        docker("exec", OFFSITE_NAME, "rm", "-rf", f"/repo/{name}", check=False)
 
 
 def cmd_load_images(args: argparse.Namespace) -> None:
@@ -340,7 +349,7 @@ def cmd_save_images(args: argparse.Namespace) -> None:
     docker_image_archives) and the reference app (app role's app_image_archives)."""
     out = Path(args.output)
     services = [image_name(p) for p in sorted(IMAGES_DIR.iterdir())
-                if (p / "Dockerfile").is_file() and p.name not in ("server", "http-probe", "alert-sink", "registry")]
+                if (p / "Dockerfile").is_file() and p.name not in ("server", "http-probe", "alert-sink", "registry", "offsite")]
     save_archive(services, out / "services.tar.zst")
     save_archive([image_name(REFAPP_DIR)], out / "app.tar.zst")
 
@@ -655,6 +664,80 @@ def cmd_registry(_args: argparse.Namespace) -> None:
         f"{REGISTRY_REPO}:{tag}; CA {REGISTRY_DIR / 'ca.pem'}")
 
 
+# --------------------------------------------------------------------- offsite
+# The off-site host of pgBackRest's repository (issue 17): OpenSSH's internal-sftp for one key-only
+# user, published on the bridge gateway, where a server's Postgres container reaches it through the
+# server's NAT. Its host key (stable across runs, so the inventories' known host stays true) and the
+# client key the servers use are made here into .testbed/offsite/ (0600, never in git); the
+# repository's passphrase is the inventory's vault secret, the repository a volume.
+OFFSITE_NAME = "rpa-offsite"
+OFFSITE_CONTEXT = IMAGES_DIR / "offsite"
+OFFSITE_DIR = STATE_DIR / "offsite"
+OFFSITE_PORT = 2299
+OFFSITE_LABEL = "org.rpa-engine.testbed.offsite"
+OFFSITE_RUN_VERSION = "1"
+
+
+def ensure_offsite_keys() -> None:
+    OFFSITE_DIR.mkdir(parents=True, exist_ok=True)
+    os.chmod(OFFSITE_DIR, 0o700)
+    for stem, comment in (("ssh_host_ed25519_key", "rpa-offsite"), ("id_ed25519", "pgbackrest@rpa-servers")):
+        key = OFFSITE_DIR / stem
+        if not key.exists():
+            # PEM, which libssh2 (pgBackRest's SFTP) reads whatever its crypto backend.
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)], capture=True)
+    shutil.copyfile(OFFSITE_DIR / "id_ed25519.pub", OFFSITE_DIR / "authorized_keys")
+
+
+def offsite_answers(address: str) -> bool:
+    """sshd greets on the published port."""
+    import socket
+    try:
+        with socket.create_connection((address, OFFSITE_PORT), timeout=3) as sock:
+            return sock.recv(64).startswith(b"SSH-2.0-")
+    except OSError:
+        return False
+
+
+def cmd_offsite(_args: argparse.Namespace) -> None:
+    build_context(OFFSITE_CONTEXT)
+    image = image_name(OFFSITE_CONTEXT)
+    address = bridge_gateway(docker_out("network", "inspect", "bridge"))
+    ensure_offsite_keys()
+    image_id = docker_out("image", "inspect", "--format", "{{.Id}}", image)
+    digest = hashlib.sha256(b"".join((OFFSITE_DIR / name).read_bytes()
+                                     for name in ("ssh_host_ed25519_key", "authorized_keys"))).hexdigest()
+    wanted = hashlib.sha256(f"{image_id} {digest} {address} {OFFSITE_RUN_VERSION}".encode()).hexdigest()[:16]
+    proc = docker("container", "inspect", "--format",
+                  f'{{{{.State.Status}}}} {{{{index .Config.Labels "{OFFSITE_LABEL}"}}}}', OFFSITE_NAME, check=False)
+    current = proc.stdout.decode().split() if proc.returncode == 0 else []
+    if current != ["running", wanted] or not offsite_answers(address):
+        if current:
+            docker("rm", "-f", OFFSITE_NAME)
+        docker("run", "-d", "--name", OFFSITE_NAME, "--hostname", "offsite",
+               "--label", "org.rpa-engine.testbed=offsite", "--label", f"{OFFSITE_LABEL}={wanted}",
+               "--restart", "unless-stopped",
+               "-p", f"{address}:{OFFSITE_PORT}:2222",
+               "-v", f"{OFFSITE_DIR / 'ssh_host_ed25519_key'}:/etc/ssh/keys/ssh_host_ed25519_key:ro",
+               "-v", f"{OFFSITE_DIR / 'authorized_keys'}:/etc/ssh/keys/authorized_keys:ro",
+               "-v", "rpa-offsite-repo:/repo",
+               # sshd's privilege separation: root with only the capabilities it uses.
+               "--cap-drop", "ALL", "--cap-add", "SETUID", "--cap-add", "SETGID", "--cap-add", "SYS_CHROOT",
+               "--cap-add", "CHOWN", "--cap-add", "DAC_OVERRIDE", "--cap-add", "KILL",
+               "--security-opt", "no-new-privileges", image)
+        deadline = time.monotonic() + 30
+        while not offsite_answers(address):
+            if time.monotonic() > deadline:
+                logs = docker("logs", "--tail", "40", OFFSITE_NAME, check=False)
+                raise TestbedError(f"{OFFSITE_NAME} did not answer within 30 s\n"
+                                   f"{(logs.stdout + logs.stderr).decode(errors='replace')}")
+            time.sleep(0.3)
+    host_key = (OFFSITE_DIR / "ssh_host_ed25519_key.pub").read_text().split()
+    (OFFSITE_DIR / "address").write_text(f"{address}:{OFFSITE_PORT}")
+    (OFFSITE_DIR / "known_host").write_text(f"{host_key[0]} {host_key[1]}")
+    log(f"{OFFSITE_NAME}: sftp://pgbackrest@{address}:{OFFSITE_PORT}/repo (key {OFFSITE_DIR / 'id_ed25519'})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -680,6 +763,7 @@ def main(argv: list[str] | None = None) -> int:
     save.set_defaults(func=cmd_save_images)
     sub.add_parser("sink").set_defaults(func=cmd_sink)
     sub.add_parser("registry").set_defaults(func=cmd_registry)
+    sub.add_parser("offsite").set_defaults(func=cmd_offsite)
     args = parser.parse_args(argv)
     try:
         args.func(args)

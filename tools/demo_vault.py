@@ -48,6 +48,9 @@ SECRETS = {entry["vault_key"]: entry["length"] for entry in yaml.safe_load(
 # vault_app_registry_password): the test bed's alert sink stands in for the mail server and the
 # webhook service, and takes these.
 SECRETS.update({"vault_alert_smtp_password": 24, "vault_alert_webhook_token": 32})
+# Fixed when pgBackRest's repository is created (a new one needs a new repository), so never rotated
+# and not in the catalogue either.
+SECRETS["vault_postgres_pitr_cipher_pass"] = 48
 # Where a demo from before the vault kept each value (password lookups): the role
 # variable's name, app_ for the application's secrets.
 APP_SECRETS = {"vault_jwt_secret", "vault_deploy_token", "vault_flower_password"}

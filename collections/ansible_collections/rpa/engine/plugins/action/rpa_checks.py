@@ -63,7 +63,7 @@ def weak_secret(entry: dict, value) -> str | None:
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("checks", "catalogue_owner"))
+    _VALID_ARGS = frozenset(("checks", "catalogue_owner", "warnings"))
     _requires_connection = False
 
     @classmethod
@@ -75,7 +75,7 @@ class ActionModule(ActionBase):
         experimental per-argument hook; without it the messages come
         templated, which gives the same results a little slower.)
         """
-        if name != "checks" or not isinstance(value, list):
+        if name not in ("checks", "warnings") or not isinstance(value, list):
             return super().finalize_task_arg(name, value, templar, context)
         return [dict(check, that=templar.template(check["that"]))
                 if isinstance(check, dict) and "that" in check else templar.template(check)
@@ -113,6 +113,14 @@ class ActionModule(ActionBase):
             secret_failures = self._secret_failures(str(args["catalogue_owner"]), task_vars or {})
             failed = secret_failures + failed
             checked += 1
+        try:
+            # A safe default the operator should still hear of (no off-site copy): Ansible's own
+            # [WARNING] lines, in every run's output, and nothing fails.
+            warned = [" ".join(str(self._templar.template(msg)).split()) for msg in failures(args.get("warnings") or [])]
+        except ValueError as exc:
+            raise AnsibleActionFail(f"rpa_checks: warnings: {exc}") from None
+        if warned:
+            result["warnings"] = warned
         result["changed"] = False
         result["checked"] = checked
         if failed:

@@ -35,6 +35,12 @@ options:
         and not the examples' C(CHANGE-ME) placeholder; empty only where the entry says C(optional).
       - The messages name the variable and the vault key to set, never the value.
     type: str
+  warnings:
+    description:
+      - Checks of the same shape as I(checks) whose failure is reported as an Ansible warning (a
+        C([WARNING]) line) instead of failing the task; for safe defaults the operator should still hear of.
+    type: list
+    elements: dict
 attributes:
   check_mode:
     support: full
