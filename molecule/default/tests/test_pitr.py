@@ -1,0 +1,75 @@
+"""Point-in-time recovery (issue 17): WAL and base backups in the encrypted off-site repository, and a
+restore to a second between two known writes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+from conftest import cname, run_playbook, wait_for
+
+OFFSITE = "rpa-offsite"  # testbed.py offsite: the SFTP host on the controller's engine
+
+
+def sql(host, statement: str, db: str = "rpa_engine") -> str:
+    return host.check_output(
+        f"docker exec {cname('postgres')} psql -X -tAq -v ON_ERROR_STOP=1 -U postgres -d {db} -c "
+        + json.dumps(statement))
+
+
+def offsite(*argv: str) -> str:
+    return subprocess.run(["docker", "exec", OFFSITE, *argv], check=True, capture_output=True, text=True).stdout
+
+
+def archived_through(host) -> str:
+    """Switch to a new WAL segment and wait until the one holding everything so far is archived."""
+    segment = sql(host, "select pg_walfile_name(pg_switch_wal())", db="postgres")
+    wait_for(lambda: sql(host, "select last_archived_wal from pg_stat_archiver", db="postgres") >= segment, 30,
+             f"WAL segment {segment} archived")
+    return segment
+
+
+def test_wal_and_base_backups_reach_the_offsite_repository_encrypted(host, server):
+    sql(host, "create table if not exists pitr_probe (label text primary key, at timestamptz not null default now())")
+    sql(host, "insert into pitr_probe (label) values ('plaintext-marker-7f3a') on conflict do nothing")
+    segment = archived_through(host)
+    repo = f"/repo/{server['name']}"
+    names = offsite("find", repo, "-type", "f").split()
+    assert any(f"/{segment}-" in name for name in names), f"{segment} not in {repo}"
+    assert any(name.endswith("/backup.info") for name in names)
+    # pgBackRest encrypts before anything leaves the server: its info files are OpenSSL-salted
+    # ciphertext, and no file holds the row written above.
+    assert offsite("head", "-c", "8", f"{repo}/backup/rpa/backup.info") == "Salted__"
+    assert subprocess.run(["docker", "exec", OFFSITE, "grep", "-rl", "plaintext-marker-7f3a", repo],
+                          capture_output=True).returncode == 1
+
+
+def test_a_restore_to_a_point_in_time_keeps_earlier_writes_and_drops_later_ones(host, server):
+    sql(host, "create table if not exists pitr_probe (label text primary key, at timestamptz not null default now())")
+    sql(host, "delete from pitr_probe where label in ('before', 'after', 'after-restore')")
+    sql(host, "insert into pitr_probe (label) values ('before')")
+    time.sleep(1.2)
+    # Whole seconds: strictly after 'before' committed, and at least a second before 'after'.
+    target = host.check_output("date -u +%Y-%m-%dT%H:%M:%SZ")
+    time.sleep(1.2)
+    sql(host, "insert into pitr_probe (label) values ('after')")
+    archived_through(host)
+    backend = host.check_output(f"docker inspect --format '{{{{.Id}}}}' {cname('backend')}")
+
+    # Refused before anything stops: a time in the future.
+    proc, _ = run_playbook("playbooks/restore.yml", "-e", "restore_confirm=true",
+                           "-e", "restore_target_time=2099-01-01T00:00:00Z")
+    assert proc.returncode != 0 and "in the future" in proc.stdout, proc.stdout[-2000:]
+    assert host.check_output(f"docker inspect --format '{{{{.Id}}}} {{{{.State.Running}}}}' {cname('backend')}") \
+        == f"{backend} true"
+
+    proc, _ = run_playbook("playbooks/restore.yml", "-e", "restore_confirm=true", "-e", f"restore_target_time={target}")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert sql(host, "select string_agg(label, ',' order by label) from pitr_probe where label in ('before', 'after')") \
+        == "before"
+    assert sql(host, "select pg_is_in_recovery()", db="postgres") == "f"
+    # The writers are back through the gate, and the new timeline is archived like the old one.
+    assert host.check_output(f"docker inspect --format '{{{{.State.Health.Status}}}}' {cname('backend')}") == "healthy"
+    sql(host, "insert into pitr_probe (label) values ('after-restore')")
+    archived_through(host)
