@@ -70,7 +70,7 @@ def archiver(label: str, **changes) -> dict:
 # ------------------------------------------------------------ pgbackrest info
 def test_the_window_starts_at_the_oldest_backup_and_ends_at_the_newest():
     metrics, status = m.parse_info(THREE, "rpa")
-    assert metrics == {"repo_up": 1, "base_backup_count": 3,  # full, incr, full
+    assert metrics == {"repo_up": 1, "base_backups": 3,  # full, incr, full
                        "base_backup_last_timestamp_seconds": 1796094686,
                        "recovery_window_start_timestamp_seconds": 1796094336}
     assert status == "status 0: ok"
@@ -80,13 +80,13 @@ def test_a_backup_with_errors_does_not_count():
     stanzas = json.loads(THREE)
     stanzas[0]["backup"][0]["error"] = True  # the oldest full: pgBackRest found bad page checksums
     metrics, _ = m.parse_info(json.dumps(stanzas), "rpa")
-    assert metrics["base_backup_count"] == 2
+    assert metrics["base_backups"] == 2
     assert metrics["recovery_window_start_timestamp_seconds"] == 1796094683
 
 
 def test_a_stanza_without_backup_is_up_with_a_count_of_zero():
-    assert m.parse_info(info("nobackup"), "rpa") == ({"repo_up": 1, "base_backup_count": 0}, "status 2: no valid backups")
-    assert m.parse_info(info("ok"), "rpa")[0]["base_backup_count"] == 1
+    assert m.parse_info(info("nobackup"), "rpa") == ({"repo_up": 1, "base_backups": 0}, "status 2: no valid backups")
+    assert m.parse_info(info("ok"), "rpa")[0]["base_backups"] == 1
 
 
 @pytest.mark.parametrize(("text", "words"), [
@@ -275,7 +275,7 @@ def test_render_writes_valid_prometheus_text():
 def test_render_round_trips_and_keeps_the_millisecond():
     text = m.render(full_metrics(), "rpa")
     assert 'rpa_pitr_wal_archived_last_timestamp_seconds{stanza="rpa"} 1796094336.174\n' in text
-    assert 'rpa_pitr_base_backup_count{stanza="rpa"} 3\n' in text
+    assert 'rpa_pitr_base_backups{stanza="rpa"} 3\n' in text
     assert m.parse_metrics(text) == pytest.approx({k: round(v, 3) for k, v in full_metrics().items()}, abs=1e-3)
 
 
@@ -329,7 +329,7 @@ def test_main_reads_its_previous_file_for_the_last_complete_check(tmp_path, monk
 
 def test_an_unreachable_repository_still_gives_the_wal_metrics(tmp_path, monkeypatch, capsys):
     rc, metrics = run_main(tmp_path, monkeypatch, (0, EXIT["wrong_passphrase"]["stdout"]), PSQL_OK)
-    assert rc == 0 and metrics["repo_up"] == 0 and "base_backup_count" not in metrics
+    assert rc == 0 and metrics["repo_up"] == 0 and "base_backups" not in metrics
     assert metrics["wal_unarchived_seconds"] > 0 and metrics["metrics_success"] == 1
     err = capsys.readouterr().err
     assert "unable to load info file" in err and "\ufffd" not in err and len(err.splitlines()) == 1
@@ -338,7 +338,7 @@ def test_an_unreachable_repository_still_gives_the_wal_metrics(tmp_path, monkeyp
 def test_a_stopped_postgres_still_gives_the_repository_metrics(tmp_path, monkeypatch, capsys):
     run_main(tmp_path, monkeypatch, (0, THREE), (0, ARCHIVER["idle_after_backup"] + "\n", ""))
     rc, metrics = run_main(tmp_path, monkeypatch, (0, THREE), PSQL_DOWN)
-    assert rc == 0 and metrics["metrics_success"] == 0 and metrics["base_backup_count"] == 3
+    assert rc == 0 and metrics["metrics_success"] == 0 and metrics["base_backups"] == 3
     assert "wal_unarchived_seconds" not in metrics
     assert metrics["wal_archive_complete_timestamp_seconds"] == 1796094467.282  # kept for the next run
     assert "psql exited 2: psql: error: connection to server" in capsys.readouterr().err

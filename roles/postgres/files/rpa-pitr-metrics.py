@@ -50,7 +50,7 @@ UNITS = {None: 1, "B": 1, "kB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 <
 HELP = {
     "rpa_pitr_repo_up": ("gauge", "1 if pgBackRest read the repository and the stanza exists (status ok or "
                                   "no valid backups)."),
-    "rpa_pitr_base_backup_count": ("gauge", "Base backups (full, differential, incremental) in the repository."),
+    "rpa_pitr_base_backups": ("gauge", "Base backups (full, differential, incremental) in the repository."),
     "rpa_pitr_base_backup_last_timestamp_seconds": ("gauge", "When the newest base backup finished."),
     "rpa_pitr_recovery_window_start_timestamp_seconds": ("gauge", "When the oldest base backup finished: the "
                                                                   "earliest time a restore can reach."),
@@ -99,7 +99,7 @@ def parse_info(json_text: str, stanza: str = "rpa") -> tuple[dict[str, float], s
     if code not in REPO_UP_CODES:
         return {"repo_up": 0}, message
     stops = sorted(int(b["timestamp"]["stop"]) for b in info.get("backup") or [] if not b.get("error"))
-    out = {"repo_up": 1, "base_backup_count": len(stops)}
+    out = {"repo_up": 1, "base_backups": len(stops)}
     if stops:
         out["base_backup_last_timestamp_seconds"] = stops[-1]
         out["recovery_window_start_timestamp_seconds"] = stops[0]
