@@ -270,6 +270,8 @@ def test_render_writes_valid_prometheus_text():
     assert len(names) == len(set(names)) == 9
     assert typed["rpa_pitr_wal_archive_failed_total"] == "counter"
     assert {n for n, t in typed.items() if t == "gauge"} == set(names) - {"rpa_pitr_wal_archive_failed_total"}
+    # Prometheus' naming rules (promtool check metrics): _count/_sum/_bucket are a histogram's.
+    assert not [n for n in names if re.search(r"_(count|sum|bucket)$", n)]
 
 
 def test_render_round_trips_and_keeps_the_millisecond():

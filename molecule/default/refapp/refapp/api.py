@@ -69,6 +69,17 @@ def items():
     return served({"items": count})
 
 
+@app.post("/api/items")
+def add_item(name: str = "item"):
+    """A write through the stack (the disaster-recovery test's timestamped rows): its id and commit time."""
+    REQUESTS.labels("items_post").inc()
+    with db.connect() as cur:
+        cur.execute("INSERT INTO refapp_items (name) VALUES (%s) RETURNING id, extract(epoch FROM created_at)",
+                    (name[:200],))
+        item_id, created = cur.fetchone()
+    return served({"id": item_id, "created_at": float(created)}, 201)
+
+
 @app.get("/api/limited")
 def limited(request: Request):
     """Rate limiter backed by Redis: a counter per client and minute, with a TTL."""
