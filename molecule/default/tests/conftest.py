@@ -235,6 +235,14 @@ def zero_downtime():
     return module
 
 
+def bench(name: str):
+    """A bench script (bench/NAME, a script without .py) as a module."""
+    loader = importlib.machinery.SourceFileLoader(name, str(ROOT / "bench" / name))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader))
+    loader.exec_module(module)
+    return module
+
+
 def published(service: str) -> str:
     """A shell word: the loopback address (127.0.0.1:PORT) a backend or frontend container is published on now.
 
