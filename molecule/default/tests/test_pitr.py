@@ -73,3 +73,13 @@ def test_a_restore_to_a_point_in_time_keeps_earlier_writes_and_drops_later_ones(
     assert host.check_output(f"docker inspect --format '{{{{.State.Health.Status}}}}' {cname('backend')}") == "healthy"
     sql(host, "insert into pitr_probe (label) values ('after-restore')")
     archived_through(host)
+
+
+def test_recover_refuses_a_server_with_a_database_of_its_own(host, server):
+    """recover.yml builds a new server; pointed at a live one it stops in its first play, having changed nothing."""
+    proc, data = run_playbook("playbooks/recover.yml")
+    assert proc.returncode != 0
+    failed = [t for play in data["plays"] for t in play["tasks"] if t["hosts"][server["name"]].get("failed")]
+    assert [t["task"]["name"] for t in failed] == ["Refuse a host with a database of its own unless told to keep it."]
+    assert "never overwrites one" in failed[0]["hosts"][server["name"]]["msg"]
+    assert data["stats"][server["name"]]["changed"] == 0 and len(data["plays"]) == 1

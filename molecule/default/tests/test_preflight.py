@@ -104,6 +104,11 @@ CASES = [
     ("app_capabilities", {"frontend": ["NET_BIND"]}, "no such capability"),
     ("redis_pids_limit", 15, "a PIDs limit below 16"),
     ("postgres_cpu_limit", "fast", "not a number of CPUs"),
+    ("postgres_pitr_cipher_pass", "short-passphrase", "too short for the repository's passphrase"),
+    ("postgres_pitr_repo_host_key", "AAAAC3NzaC1lZDI1NTE5", "not a public key line"),
+    ("postgres_pitr_archive_timeout", 600, "ten minutes of writes lost with the server"),
+    ("postgres_pitr_window_days", 3, "a window shorter than the weekly base backups it starts from",
+     {"postgres_pitr_base_backup_interval_hours": 168}),
     # Not a variable: the connecting user's key lives only in ~/.ssh/authorized_keys2 (sshd reads it,
     # so the login works), and the role switches password logins off - the preflight must see no
     # authorized_keys and stop before the hardening could strand that user.
@@ -129,8 +134,9 @@ def preflight_run(host, server, tmp_path_factory):
         f"chmod 440 /etc/sudoers.d/{KEYLESS_USER}")
     host.check_output("touch /var/tmp/rpa-preflight-marker && sleep 1")
     aliases = {}
-    for index, (variable, value, _why) in enumerate(CASES):
-        aliases[alias(index)] = value if variable == "authorized_keys" else {variable: value}
+    for index, (variable, value, _why, *also) in enumerate(CASES):
+        # A fourth element: other host vars the bad value needs beside it.
+        aliases[alias(index)] = value if variable == "authorized_keys" else {variable: value, **(also[0] if also else {})}
     inventory = alias_inventory(tmp_path_factory.mktemp("preflight"), aliases)
     try:
         # Facts gathered afresh: the alias names are reused from run to run, and ansible.cfg's
@@ -151,7 +157,7 @@ def test_no_file_on_the_server_changed(preflight_run):
     assert changed == "", f"files changed by runs that should have stopped in preflight:\n{changed}"
 
 
-@pytest.mark.parametrize(("index", "variable", "value", "why"), [(i, *case) for i, case in enumerate(CASES)],
+@pytest.mark.parametrize(("index", "variable", "value", "why"), [(i, *case[:3]) for i, case in enumerate(CASES)],
                          ids=[f"{c[0]}={c[1]!r}" for c in CASES])
 def test_bad_value_fails_in_preflight(preflight_run, index, variable, value, why):
     _proc, data, _changed = preflight_run
