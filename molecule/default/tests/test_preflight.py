@@ -1,10 +1,11 @@
 """Bad input is refused before anything changes on the server.
 
-Every case is one host alias of the server under test with one bad value
-(conftest.alias_inventory), and ONE run of the real site.yml tries them
-all: each alias must fail in the preflight play, with a message naming the
-variable, with no task reporting a change - and no file under the server's
-configuration directories may be newer than the run.
+Every case is a bad value on a host alias of the server under test
+(conftest.alias_inventory; cases of one role share an alias, see ROLES), and
+ONE run of the real site.yml tries them all: each alias must fail in the
+preflight play, with a message naming each of its cases' variables, with no
+task reporting a change - and no file under the server's configuration
+directories may be newer than the run.
 """
 
 from __future__ import annotations
@@ -116,8 +117,40 @@ CASES = [
 ]
 
 
+# A role's preflight reports every failed check of its one task at once (rpa_checks; Ansible's argument
+# validation likewise), so cases of one role share an alias: a third as many hosts for the one run to
+# template through the preflight play. One value per variable per alias; the cases below that need
+# another variable beside them, the connecting user's keys and the project's identity (every role's
+# input) keep an alias of their own, and so does a case whose check another bad value would mask.
+ROLES = ("common", "docker", "postgres", "redis", "backup", "monitoring", "caddy", "app")
+ALONE: set[str] = set()
+PER_ALIAS = 6
+
+
+def groups() -> list[list[int]]:
+    """The case indexes of each alias, in order."""
+    out: list[tuple[str, list[int]]] = []
+    for index, case in enumerate(CASES):
+        variable = case[0]
+        role = variable.split("_")[0]
+        if len(case) > 3 or role not in ROLES or variable in ALONE:
+            out.append(("", [index]))
+            continue
+        for key, members in out:
+            if key == role and len(members) < PER_ALIAS and variable not in {CASES[m][0] for m in members}:
+                members.append(index)
+                break
+        else:
+            out.append((role, [index]))
+    return [members for _, members in out]
+
+
+GROUPS = groups()
+
+
 def alias(index: int) -> str:
-    return f"bad-{index:02d}"
+    """The alias host that tries case index."""
+    return next(f"bad-{n:02d}" for n, members in enumerate(GROUPS) if index in members)
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +169,8 @@ def preflight_run(host, server, tmp_path_factory):
     aliases = {}
     for index, (variable, value, _why, *also) in enumerate(CASES):
         # A fourth element: other host vars the bad value needs beside it.
-        aliases[alias(index)] = value if variable == "authorized_keys" else {variable: value, **(also[0] if also else {})}
+        host_vars = value if variable == "authorized_keys" else {variable: value, **(also[0] if also else {})}
+        aliases.setdefault(alias(index), {}).update(host_vars)
     inventory = alias_inventory(tmp_path_factory.mktemp("preflight"), aliases)
     try:
         # Facts gathered afresh: the alias names are reused from run to run, and ansible.cfg's
