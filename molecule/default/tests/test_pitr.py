@@ -45,6 +45,22 @@ def test_wal_and_base_backups_reach_the_offsite_repository_encrypted(host, serve
                           capture_output=True).returncode == 1
 
 
+
+def test_the_metrics_say_the_repository_is_up_and_the_wal_archived(host):
+    """rpa-pitr-metrics (its timer runs it every minute; here once, now) on the live server and repository."""
+    assert host.run("systemctl start rpa-pitr-metrics.service").rc == 0
+    metrics = {}
+    for line in host.file("/var/lib/node_exporter/textfile_collector/rpa_pitr.prom").content_string.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            metrics[name.split("{")[0]] = float(value)
+    assert metrics["rpa_pitr_repo_up"] == 1 and metrics["rpa_pitr_metrics_success"] == 1, metrics
+    assert metrics["rpa_pitr_base_backups"] >= 1
+    assert metrics["rpa_pitr_wal_unarchived_seconds"] < 300, metrics
+    assert host.check_output("systemctl is-enabled rpa-pitr-metrics.timer rpa-pitr-backup.timer").split() == \
+        ["enabled", "enabled"]
+
+
 def test_a_restore_to_a_point_in_time_keeps_earlier_writes_and_drops_later_ones(host, server):
     sql(host, "create table if not exists pitr_probe (label text primary key, at timestamptz not null default now())")
     sql(host, "delete from pitr_probe where label in ('before', 'after', 'after-restore')")
