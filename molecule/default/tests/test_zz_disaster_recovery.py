@@ -16,7 +16,7 @@ def test_a_killed_server_is_rebuilt_by_one_command_with_its_data(server):
 
     figures = bench("dr").drill(source=server["name"], inventory=inventory_path(), name=DR_NAME, ssh_port=2231,
                                 http_port=8891, port=8451, run_recover=run_recover,
-                                ssh_key=ROOT / ".testbed" / "ssh" / "id_ed25519", write_seconds=15)
+                                ssh_key=ROOT / ".testbed" / "ssh" / "id_ed25519", write_seconds=8)
     assert figures["ok"], figures["output"]
     print(f"\nDR drill: {figures['acked']} writes acknowledged before the kill, {figures['present']} recovered, "
           f"RPO {figures['rpo']:.1f} s, RTO {figures['rto']:.1f} s")
