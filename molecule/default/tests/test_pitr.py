@@ -101,14 +101,16 @@ def test_recover_refuses_a_server_with_a_database_of_its_own(host, server):
     assert data["stats"][server["name"]]["changed"] == 0 and len(data["plays"]) == 1
 
 
-def test_a_repository_the_inventory_cannot_read_stops_the_run_before_pgbackrests_files_change(host, tmp_path):
+def test_a_repository_the_inventory_cannot_read_stops_the_run_before_pgbackrests_files_change(host, server, tmp_path):
     """A wrong passphrase and an unreachable host, one alias of the server each, in one run: the probe
     (pgbackrest info with the inventory's settings) stops each before any of pgBackRest's files changes."""
     conf = f"{PROJECT_DIR}/config/pgbackrest/pgbackrest.conf"
     before = host.check_output(f"stat -c %Y {conf}")
-    cases = {"pitr-wrong-passphrase": ({"postgres_pitr_cipher_pass": "not-the-repository-passphrase-0123456789"},
+    # The server's own repository path: the inventories derive it from the host's name, an alias's own.
+    repo = {"postgres_pitr_repo_path": f"/repo/{server['name']}"}
+    cases = {"pitr-wrong-passphrase": ({"postgres_pitr_cipher_pass": "not-the-repository-passphrase-0123456789", **repo},
                                        "unable to load info file"),
-             "pitr-unreachable": ({"postgres_pitr_repo_port": 2298}, "unable to connect")}
+             "pitr-unreachable": ({"postgres_pitr_repo_port": 2298, **repo}, "unable to connect")}
     inventory = alias_inventory(tmp_path, {name: host_vars for name, (host_vars, _) in cases.items()})
     proc, data = run_playbook("site.yml", "--tags", "postgres", inventory=inventory,
                               env_extra={"ANSIBLE_CACHE_PLUGIN": "ansible.builtin.memory"})
@@ -116,7 +118,8 @@ def test_a_repository_the_inventory_cannot_read_stops_the_run_before_pgbackrests
     for name, (_, words) in cases.items():
         tasks = executed_tasks(data, name)
         failed = [t for t in tasks if t["failed"]]
-        assert [t["task"] for t in failed] == ["Refuse a repository the inventory's settings cannot read."], tasks[-3:]
+        assert [t["task"].split(" : ")[-1] for t in failed] == \
+            ["Refuse a repository the inventory's settings cannot read."], tasks[-3:]
         assert words in failed[0]["msg"] and "postgres_pitr_cipher_pass" in failed[0]["msg"], failed[0]["msg"]
         assert not any(t["changed"] for t in tasks)
     assert host.check_output(f"stat -c %Y {conf}") == before
