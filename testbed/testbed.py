@@ -625,6 +625,26 @@ def push_refapp(password: str) -> str:
     return tag
 
 
+def ensure_service_container(name: str, label: str, wanted: str, answers, *run_args: str) -> None:
+    """A test-bed service container on the controller's engine (registry, off-site host), replaced when
+    its inputs' hash (the label) changed or it does not answer, then waited for (30 s)."""
+    proc = docker("container", "inspect", "--format",
+                  f'{{{{.State.Status}}}} {{{{index .Config.Labels "{label}"}}}}', name, check=False)
+    current = proc.stdout.decode().split() if proc.returncode == 0 else []
+    if current == ["running", wanted] and answers():
+        return
+    if current:
+        docker("rm", "-f", name)
+    docker("run", "-d", "--name", name, "--label", f"{label}={wanted}", "--restart", "unless-stopped", *run_args)
+    deadline = time.monotonic() + 30
+    while not answers():
+        if time.monotonic() > deadline:
+            logs = docker("logs", "--tail", "40", name, check=False)
+            raise TestbedError(f"{name} did not answer within 30 s\n"
+                               f"{(logs.stdout + logs.stderr).decode(errors='replace')}")
+        time.sleep(0.3)
+
+
 def cmd_registry(_args: argparse.Namespace) -> None:
     build_context(REGISTRY_CONTEXT)
     image = image_name(REGISTRY_CONTEXT)
@@ -634,29 +654,16 @@ def cmd_registry(_args: argparse.Namespace) -> None:
     digest = hashlib.sha256(b"".join((REGISTRY_DIR / name).read_bytes()
                                      for name in ("registry.pem", "registry.key", "htpasswd"))).hexdigest()
     wanted = hashlib.sha256(f"{image_id} {digest} {address} {REGISTRY_RUN_VERSION}".encode()).hexdigest()[:16]
-    proc = docker("container", "inspect", "--format",
-                  f'{{{{.State.Status}}}} {{{{index .Config.Labels "{REGISTRY_LABEL}"}}}}', REGISTRY_NAME, check=False)
-    current = proc.stdout.decode().split() if proc.returncode == 0 else []
-    if current != ["running", wanted] or not registry_answers(address):
-        if current:
-            docker("rm", "-f", REGISTRY_NAME)
-        docker("run", "-d", "--name", REGISTRY_NAME, "--hostname", "registry",
-               "--label", "org.rpa-engine.testbed=registry", "--label", f"{REGISTRY_LABEL}={wanted}",
-               "--restart", "unless-stopped",
-               "-p", f"{address}:{REGISTRY_PORT}:{REGISTRY_PORT}", "-p", f"127.0.0.1:{REGISTRY_PORT}:{REGISTRY_PORT}",
-               "-v", f"{REGISTRY_DIR / 'registry.pem'}:/certs/registry.pem:ro",
-               "-v", f"{REGISTRY_DIR / 'registry.key'}:/certs/registry.key:ro",
-               "-v", f"{REGISTRY_DIR / 'htpasswd'}:/auth/htpasswd:ro",
-               "-v", "rpa-registry-data:/data",
-               # root, to read the 0600 files it is given as their owner, and nothing more.
-               "--user", "0:0", "--cap-drop", "ALL", "--security-opt", "no-new-privileges", image)
-        deadline = time.monotonic() + 30
-        while not registry_answers(address):
-            if time.monotonic() > deadline:
-                logs = docker("logs", "--tail", "40", REGISTRY_NAME, check=False)
-                raise TestbedError(f"{REGISTRY_NAME} did not answer within 30 s\n"
-                                   f"{(logs.stdout + logs.stderr).decode(errors='replace')}")
-            time.sleep(0.5)
+    ensure_service_container(
+        REGISTRY_NAME, REGISTRY_LABEL, wanted, lambda: registry_answers(address),
+        "--hostname", "registry", "--label", "org.rpa-engine.testbed=registry",
+        "-p", f"{address}:{REGISTRY_PORT}:{REGISTRY_PORT}", "-p", f"127.0.0.1:{REGISTRY_PORT}:{REGISTRY_PORT}",
+        "-v", f"{REGISTRY_DIR / 'registry.pem'}:/certs/registry.pem:ro",
+        "-v", f"{REGISTRY_DIR / 'registry.key'}:/certs/registry.key:ro",
+        "-v", f"{REGISTRY_DIR / 'htpasswd'}:/auth/htpasswd:ro",
+        "-v", "rpa-registry-data:/data",
+        # root, to read the 0600 files it is given as their owner, and nothing more.
+        "--user", "0:0", "--cap-drop", "ALL", "--security-opt", "no-new-privileges", image)
     tag = push_refapp(password)
     (REGISTRY_DIR / "address").write_text(f"{address}:{REGISTRY_PORT}")
     (REGISTRY_DIR / "refapp").write_text(f"{address}:{REGISTRY_PORT}/{REGISTRY_REPO}:{tag}")
@@ -708,30 +715,17 @@ def cmd_offsite(_args: argparse.Namespace) -> None:
     digest = hashlib.sha256(b"".join((OFFSITE_DIR / name).read_bytes()
                                      for name in ("ssh_host_ed25519_key", "authorized_keys"))).hexdigest()
     wanted = hashlib.sha256(f"{image_id} {digest} {address} {OFFSITE_RUN_VERSION}".encode()).hexdigest()[:16]
-    proc = docker("container", "inspect", "--format",
-                  f'{{{{.State.Status}}}} {{{{index .Config.Labels "{OFFSITE_LABEL}"}}}}', OFFSITE_NAME, check=False)
-    current = proc.stdout.decode().split() if proc.returncode == 0 else []
-    if current != ["running", wanted] or not offsite_answers(address):
-        if current:
-            docker("rm", "-f", OFFSITE_NAME)
-        docker("run", "-d", "--name", OFFSITE_NAME, "--hostname", "offsite",
-               "--label", "org.rpa-engine.testbed=offsite", "--label", f"{OFFSITE_LABEL}={wanted}",
-               "--restart", "unless-stopped",
-               "-p", f"{address}:{OFFSITE_PORT}:2222",
-               "-v", f"{OFFSITE_DIR / 'ssh_host_ed25519_key'}:/etc/ssh/keys/ssh_host_ed25519_key:ro",
-               "-v", f"{OFFSITE_DIR / 'authorized_keys'}:/etc/ssh/keys/authorized_keys:ro",
-               "-v", "rpa-offsite-repo:/repo",
-               # sshd's privilege separation: root with only the capabilities it uses.
-               "--cap-drop", "ALL", "--cap-add", "SETUID", "--cap-add", "SETGID", "--cap-add", "SYS_CHROOT",
-               "--cap-add", "CHOWN", "--cap-add", "DAC_OVERRIDE", "--cap-add", "KILL",
-               "--security-opt", "no-new-privileges", image)
-        deadline = time.monotonic() + 30
-        while not offsite_answers(address):
-            if time.monotonic() > deadline:
-                logs = docker("logs", "--tail", "40", OFFSITE_NAME, check=False)
-                raise TestbedError(f"{OFFSITE_NAME} did not answer within 30 s\n"
-                                   f"{(logs.stdout + logs.stderr).decode(errors='replace')}")
-            time.sleep(0.3)
+    ensure_service_container(
+        OFFSITE_NAME, OFFSITE_LABEL, wanted, lambda: offsite_answers(address),
+        "--hostname", "offsite", "--label", "org.rpa-engine.testbed=offsite",
+        "-p", f"{address}:{OFFSITE_PORT}:2222",
+        "-v", f"{OFFSITE_DIR / 'ssh_host_ed25519_key'}:/etc/ssh/keys/ssh_host_ed25519_key:ro",
+        "-v", f"{OFFSITE_DIR / 'authorized_keys'}:/etc/ssh/keys/authorized_keys:ro",
+        "-v", "rpa-offsite-repo:/repo",
+        # sshd's privilege separation: root with only the capabilities it uses.
+        "--cap-drop", "ALL", "--cap-add", "SETUID", "--cap-add", "SETGID", "--cap-add", "SYS_CHROOT",
+        "--cap-add", "CHOWN", "--cap-add", "DAC_OVERRIDE", "--cap-add", "KILL",
+        "--security-opt", "no-new-privileges", image)
     host_key = (OFFSITE_DIR / "ssh_host_ed25519_key.pub").read_text().split()
     (OFFSITE_DIR / "address").write_text(f"{address}:{OFFSITE_PORT}")
     (OFFSITE_DIR / "known_host").write_text(f"{host_key[0]} {host_key[1]}")
