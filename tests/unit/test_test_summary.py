@@ -32,6 +32,21 @@ def test_budget_table_totals_phases_and_says_when_it_is_over(tmp_path):
     assert ts.budget_table([], 30) == []
 
 
+def test_the_total_is_the_wall_time_when_phases_ran_side_by_side(tmp_path):
+    """Lint and unit tests run beside the converge: their minutes must not count twice."""
+    phases = tmp_path / "phases.tsv"
+    phases.write_text("lint: ansible-lint\t60.0\t0\nmolecule: converge\t180.0\t0\nmolecule: verify\t1500.0\t0\n")
+    started = tmp_path / "started"
+    started.write_text("1000\n")
+    wall = ts.wall_time(started, 1000 + 1680.0)
+    assert wall == 1680.0
+    lines = ts.budget_table(ts.read_phases(phases), 28.5, wall)
+    assert "phases added up" in lines[-2] and "29.0 min" in lines[-2]
+    assert "total (wall time)" in lines[-1] and "28.0 min" in lines[-1] and "(within the 28.5-minute budget)" in lines[-1]
+    assert "OVER" in ts.budget_table(ts.read_phases(phases), 27.5, wall)[-1]
+    assert ts.wall_time(tmp_path / "missing", 5.0) is None and ts.wall_time(None, 5.0) is None
+
+
 def test_a_failed_test_fails_the_summary(tmp_path, capsys):
     report = tmp_path / "r.xml"
     report.write_text(JUNIT)

@@ -103,6 +103,8 @@ CASES = [
     ("app_pids_limits", {"backend": 8, "celery-worker": 256, "celery-beat": 64, "flower": 128, "frontend": 128,
                          "deployer": 128}, "a PIDs limit below 16"),
     ("app_capabilities", {"frontend": ["NET_BIND"]}, "no such capability"),
+    ("app_gate_stable_seconds", 2, "not longer than Caddy's 2 s health interval: start-first could stop the "
+     "old container before Caddy checked the new one"),
     ("redis_pids_limit", 15, "a PIDs limit below 16"),
     ("postgres_cpu_limit", "fast", "not a number of CPUs"),
     ("postgres_pitr_cipher_pass", "short-passphrase", "too short for the repository's passphrase"),

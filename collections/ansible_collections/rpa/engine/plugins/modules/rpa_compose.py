@@ -88,9 +88,11 @@ options:
     type: int
     default: 180
   poll_interval:
-    description: Seconds between two observations.
+    description:
+      - Seconds between two observations (one C(docker inspect) of the services' containers each).
+      - A gate overshoots its readiness and stability moments by up to this much.
     type: float
-    default: 1.0
+    default: 0.5
   rollback:
     description: On failure, restore the previous definition and images and bring them back up.
     type: bool
@@ -468,7 +470,7 @@ def main():
             services=dict(type="list", elements="str"),
             stable_seconds=dict(type="int", default=5),
             timeout=dict(type="int", default=180),
-            poll_interval=dict(type="float", default=1.0),
+            poll_interval=dict(type="float", default=0.5),
             rollback=dict(type="bool", default=True),
             start_first=dict(type="list", elements="str", default=[]),
             recreate=dict(type="list", elements="str", default=[]),
