@@ -8,6 +8,9 @@ import pytest
 
 from conftest import executed_tasks, run_site
 
+# Tagged always, like the roles' preflight: the inventory's shape, on the controller.
+SHAPE_PLAY = "Check the inventory's shape before any host is contacted."
+
 
 # `common` runs alone too, with the stock strategy: test_stock_linear_strategy_still_works.
 @pytest.mark.parametrize("tag", ["docker", "app", "caddy"])
@@ -20,7 +23,7 @@ def test_tag_runs_alone_and_changes_nothing(server, tag):
              if not t["skipped"] and t["task"] != "Gathering Facts"
              and "Validating arguments against arg spec" not in t["task"]]
     plays = {t["play"] for t in tasks}
-    assert plays == {"Check the input of every role before anything changes.",
+    assert plays == {SHAPE_PLAY, "Check the input of every role before anything changes.",
                      f"Apply the {tag} role."}
     assert data["stats"][server["name"]]["changed"] == 0
 
@@ -46,7 +49,8 @@ def test_stock_linear_strategy_still_works(server):
     plays = {name for name, body in zip(parts[1::2], parts[2::2])
              if [t for t in re.findall(r"^TASK \[(.*)\] \*+$", body, re.MULTILINE)
                  if t != "Gathering Facts" and "Validating arguments against arg spec" not in t]}
-    assert plays == {"Check the input of every role before anything changes.", "Apply the common role."}, plays
+    assert plays == {SHAPE_PLAY, "Check the input of every role before anything changes.",
+                     "Apply the common role."}, plays
     recap = re.search(rf"^{re.escape(server['name'])}\s+:.*$", proc.stdout, re.MULTILINE)
     assert recap and " changed=0 " in recap.group(0) and " failed=0 " in recap.group(0), \
         recap.group(0) if recap else proc.stdout[-2000:]

@@ -1,0 +1,137 @@
+"""The shape of the deployment, derived from the inventory's groups, and what makes a shape impossible.
+
+Groups name roles, not hosts (README, "When one server is not enough"): ``edge`` (Caddy, the public
+door), ``app`` (the application services; Swarm workers when more than one), ``swarm_managers``,
+``pg_cluster`` (Patroni + PostgreSQL), ``etcd_cluster`` (Patroni's DCS), ``redis_host``. An inventory
+that uses none of them is the single-host shape of today, whatever its host is called, and nothing
+here changes for it.
+
+``rpa_topology`` returns the shape (``single``, ``split`` or ``ha``), the members of each group, and
+the problems that must stop the run before anything changes, each naming the variable or group and
+the fix. It reads only what the preflight play hands it: the groups, each tier host's
+``rpa_private_address``, and the settings.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+TIERS = ("edge", "app", "swarm_managers", "pg_cluster", "etcd_cluster", "redis_host")
+# postgres:17.2-bookworm, docker.io/library/postgres:17, registry.example.com/pg:16.4@sha256:...
+IMAGE_MAJOR = re.compile(r":(\d+)(?:\.\d+)*(?:-[\w.-]+)?(?:@sha256:[0-9a-f]{64})?$")
+
+
+def image_major(image: str) -> int | None:
+    """The PostgreSQL major version in an image reference's tag, or None without one."""
+    found = IMAGE_MAJOR.search(str(image or ""))
+    return int(found.group(1)) if found else None
+
+
+def _members(groups: dict, name: str) -> list[str]:
+    return list(dict.fromkeys(groups.get(name) or []))
+
+
+def _address(value) -> bool:
+    if value in (None, ""):
+        return False
+    try:
+        ipaddress.ip_address(str(value).strip())
+    except ValueError:
+        return False
+    return True
+
+
+def rpa_topology(groups: dict, addresses: dict, postgres_image: str, settings: dict | None = None) -> dict:
+    """``{shape, swarm, patroni, <tier>: [hosts], problems: [str]}``.
+
+    groups: Ansible's ``groups``. addresses: ``{host: rpa_private_address}`` of the tier hosts.
+    settings (all optional): ``pg_failover`` (bool, default: two or more pg_cluster hosts),
+    ``pg_major`` (int, default: the image's), ``edge_upstreams`` (list of addresses Caddy balances
+    across when the edge is not an app host), ``allow_db_on_app_hosts`` (bool), ``overlay_encrypted``
+    (bool), ``ipsec`` (``{host: bool}``, the kernel probe's answers).
+    """
+    settings = settings or {}
+    tiers = {name: _members(groups, name) for name in TIERS}
+    out = dict(tiers, shape="single", swarm=False, patroni=False, problems=[])
+    if not any(tiers.values()):
+        return out
+    problems = out["problems"]
+    app, pg, edge = tiers["app"], tiers["pg_cluster"], tiers["edge"]
+    managers, etcd = tiers["swarm_managers"], tiers["etcd_cluster"]
+    for name in ("edge", "app", "pg_cluster"):
+        if not tiers[name]:
+            problems.append(f"the inventory uses the tier groups but group {name} is empty: every shape needs "
+                            f"at least one {name} host (README, \"When one server is not enough\").")
+    shared = sorted(set(app) & set(pg))
+    if len(app) >= 2 or len(pg) >= 2:
+        out["shape"] = "ha"
+    elif app and pg and not shared:
+        out["shape"] = "split"
+    out["swarm"] = len(app) >= 2
+    out["patroni"] = len(pg) >= 2 or bool(etcd)
+
+    if out["swarm"]:
+        if not managers:
+            problems.append("group swarm_managers is empty: more than one app host runs the app tier on Docker "
+                            "Swarm, which needs an odd number of managers (3 in the ha example).")
+        elif len(managers) % 2 == 0:
+            problems.append(f"group swarm_managers has {len(managers)} hosts ({', '.join(managers)}): Swarm's Raft "
+                            "needs an odd number of managers to keep a majority; add or remove one.")
+    elif managers and len(managers) % 2 == 0:
+        problems.append(f"group swarm_managers has {len(managers)} hosts: the number must be odd.")
+    if out["patroni"]:
+        if not etcd:
+            problems.append("group etcd_cluster is empty: Patroni keeps its leader lock in etcd, which needs an "
+                            "odd number of members (3 in the ha example).")
+        elif len(etcd) % 2 == 0:
+            problems.append(f"group etcd_cluster has {len(etcd)} hosts ({', '.join(etcd)}): etcd needs an odd "
+                            "number of members to keep a quorum; add or remove one.")
+    if len(tiers["redis_host"]) > 1:
+        problems.append(f"group redis_host has {len(tiers['redis_host'])} hosts: Redis stays one instance (README, "
+                        "\"When one server is not enough\", its single point); name one host.")
+    failover = settings.get("pg_failover")
+    failover = len(pg) >= 2 if failover is None else bool(failover)
+    if failover and len(pg) < 2:
+        problems.append(f"rpa_pg_failover=true needs at least two pg_cluster hosts (it has {len(pg)}): add a "
+                        "replica, or set rpa_pg_failover=false.")
+    if out["shape"] == "ha" and shared and not settings.get("allow_db_on_app_hosts"):
+        problems.append(f"{', '.join(shared)} {'is' if len(shared) == 1 else 'are'} in both app and pg_cluster: "
+                        "the ha shape keeps the database off the app hosts (they would compete for CPU and "
+                        "disk, and fail together). Move them, or set rpa_allow_db_on_app_hosts=true.")
+    outside = [h for h in edge if h not in app]
+    if outside and not settings.get("edge_upstreams"):
+        problems.append(f"edge host {', '.join(outside)} is not in app and rpa_edge_upstreams is empty: Caddy "
+                        "would have no application to send requests to. Put it in app, or list the app "
+                        "hosts' addresses in rpa_edge_upstreams.")
+
+    tier_hosts = list(dict.fromkeys(h for name in TIERS for h in tiers[name]))
+    for host in tier_hosts:
+        value = addresses.get(host)
+        if not _address(value):
+            problems.append(f"{host}: rpa_private_address={value!r} must be the host's address on the private "
+                            "network the tiers talk over (an IPv4 or IPv6 address, e.g. 10.0.0.11).")
+
+    image = image_major(postgres_image)
+    wanted = settings.get("pg_major")
+    if out["patroni"] or out["shape"] == "split":
+        if image is None:
+            problems.append(f"postgres_image={postgres_image!r} has no version tag: the database hosts install "
+                            "the same PostgreSQL major version from the distribution, so tag the image "
+                            "(e.g. postgres:17.2-bookworm).")
+        elif wanted not in (None, "") and int(wanted) != image:
+            problems.append(f"rpa_pg_major={wanted} differs from postgres_image's major version ({image}): "
+                            "the data moves between them with pg_dump/pg_restore of the same major version; "
+                            f"set rpa_pg_major={image}, or change both.")
+    if out["swarm"] and settings.get("overlay_encrypted"):
+        lacking = sorted(h for h, ok in (settings.get("ipsec") or {}).items() if not ok)
+        if lacking:
+            problems.append(f"rpa_overlay_encrypted=true, but the kernel of {', '.join(lacking)} has no IPsec "
+                            "(xfrm/esp4): an encrypted overlay network would carry no traffic. Use a kernel "
+                            "with it, or set rpa_overlay_encrypted=false on a trusted private network.")
+    return out
+
+
+class FilterModule:
+    def filters(self):
+        return {"rpa_topology": rpa_topology}

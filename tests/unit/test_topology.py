@@ -1,0 +1,167 @@
+"""filter rpa_topology and the preflight's shape check (issue 21's first step): the shape derived from the
+inventory's groups, and the impossible ones refused before any host is contacted.
+
+The example inventories are the repository's own (inventory/split, inventory/ha), read by Ansible's own
+inventory loader; the playbook runs redirect every host to 127.0.0.1:9, where nothing answers, and must
+stop in the shape play, on the controller, without needing a host.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from ansible.inventory.manager import InventoryManager
+from ansible.parsing.dataloader import DataLoader
+
+from ansible_collections.rpa.engine.plugins.filter import rpa_topology as t
+from conftest import ROOT
+
+IMAGE = "postgres:17.2-bookworm"
+SHAPE_TASK = "Ensure the inventory's shape is one this repository can provision."
+
+
+def load(inventory: Path) -> tuple[dict, dict, dict]:
+    """(groups, {host: rpa_private_address}, the group rpa_engine's vars) as Ansible reads the inventory."""
+    manager = InventoryManager(loader=DataLoader(), sources=[str(inventory)])
+    groups = {name: [h.name for h in group.get_hosts()] for name, group in manager.groups.items()}
+    addresses = {h.name: h.vars.get("rpa_private_address", "") for h in manager.get_hosts()}
+    return groups, addresses, manager.groups["rpa_engine"].get_vars()
+
+
+def settings(group_vars: dict) -> dict:
+    return {"pg_failover": group_vars.get("rpa_pg_failover"), "overlay_encrypted": group_vars.get("rpa_overlay_encrypted")}
+
+
+# ------------------------------------------------------------ the inventories of the repository
+
+@pytest.mark.parametrize("inventory", ["inventory/production", "inventory/demo"])
+def test_the_single_host_inventories_keep_the_single_shape(inventory):
+    groups, addresses, _ = load(ROOT / inventory)
+    topo = t.rpa_topology(groups, addresses, IMAGE)
+    assert (topo["shape"], topo["swarm"], topo["patroni"], topo["problems"]) == ("single", False, False, [])
+
+
+def test_the_split_example_is_one_app_host_and_one_db_host():
+    groups, addresses, group_vars = load(ROOT / "inventory" / "split")
+    topo = t.rpa_topology(groups, addresses, IMAGE, settings(group_vars))
+    assert topo["problems"] == []
+    assert (topo["shape"], topo["swarm"], topo["patroni"]) == ("split", False, False)
+    assert (topo["app"], topo["pg_cluster"], topo["edge"]) == (["rpa-app-1"], ["rpa-db-1"], ["rpa-app-1"])
+
+
+def test_the_ha_example_has_odd_quorums_and_the_database_apart():
+    groups, addresses, group_vars = load(ROOT / "inventory" / "ha")
+    topo = t.rpa_topology(groups, addresses, IMAGE, dict(settings(group_vars), ipsec={"rpa-app-1": True,
+                                                                                      "rpa-app-2": True}))
+    assert topo["problems"] == []
+    assert (topo["shape"], topo["swarm"], topo["patroni"]) == ("ha", True, True)
+    assert len(topo["swarm_managers"]) == 3 and len(topo["etcd_cluster"]) == 3
+    assert not set(topo["app"]) & set(topo["pg_cluster"])
+    assert topo["redis_host"] == ["rpa-db-1"]
+
+
+# ------------------------------------------------------------ impossible shapes, each named
+
+HA = {"edge": ["a1"], "app": ["a1", "a2"], "swarm_managers": ["a1", "a2", "w"], "pg_cluster": ["d1", "d2"],
+      "etcd_cluster": ["d1", "d2", "w"], "redis_host": ["d1"]}
+ADDRESSES = {"a1": "10.0.0.11", "a2": "10.0.0.12", "d1": "10.0.0.21", "d2": "10.0.0.22", "w": "10.0.0.31"}
+
+
+def problems(groups=None, addresses=None, image=IMAGE, **options) -> list[str]:
+    return t.rpa_topology(dict(HA, **(groups or {})), dict(ADDRESSES, **(addresses or {})), image, options)["problems"]
+
+
+def test_the_reference_ha_shape_passes():
+    assert problems() == []
+
+
+@pytest.mark.parametrize(("change", "options", "words"), [
+    ({"etcd_cluster": ["d1", "d2"]}, {}, ["etcd_cluster has 2 hosts", "odd"]),
+    ({"swarm_managers": ["a1", "a2"]}, {}, ["swarm_managers has 2 hosts", "odd"]),
+    ({"swarm_managers": []}, {}, ["swarm_managers is empty"]),
+    ({"etcd_cluster": []}, {}, ["etcd_cluster is empty"]),
+    ({"pg_cluster": ["d1"], "etcd_cluster": ["d1", "d2", "w"]}, {"pg_failover": True},
+     ["rpa_pg_failover=true", "at least two pg_cluster hosts (it has 1)"]),
+    ({"pg_cluster": ["a2", "d2"]}, {}, ["a2 is in both app and pg_cluster", "rpa_allow_db_on_app_hosts"]),
+    ({"edge": ["e1"]}, {}, ["edge host e1 is not in app", "rpa_edge_upstreams"]),
+    ({"redis_host": ["d1", "d2"]}, {}, ["redis_host has 2 hosts"]),
+    ({"app": []}, {}, ["group app is empty"]),
+])
+def test_an_impossible_shape_is_refused_naming_the_group_or_variable(change, options, words):
+    found = problems(change, **options)
+    assert any(all(w in p for w in words) for p in found), found
+
+
+def test_a_db_host_on_an_app_host_is_allowed_when_said_so_and_an_edge_with_upstreams():
+    assert problems({"pg_cluster": ["a2", "d2"]}, allow_db_on_app_hosts=True) == []
+    assert problems({"edge": ["e1"]}, addresses={"e1": "10.0.0.5"}, edge_upstreams=["10.0.0.11"]) == []
+
+
+@pytest.mark.parametrize("value", ["", None, "10.0.0", "app-1.internal", "10.0.0.300"])
+def test_an_unset_or_unparsable_private_address_is_refused_naming_the_host(value):
+    found = problems(addresses={"d2": value})
+    assert [p for p in found if p.startswith("d2: rpa_private_address=")], found
+    assert problems(addresses={"d2": "fd00::22"}) == []
+
+
+def test_a_postgres_major_other_than_the_images_is_refused():
+    assert [p for p in problems(pg_major=16) if "rpa_pg_major=16 differs" in p and "(17)" in p]
+    assert problems(pg_major=17) == []
+    assert [p for p in problems(image="registry.example.com/pg@sha256:" + "a" * 64) if "has no version tag" in p]
+
+
+def test_an_encrypted_overlay_without_ipsec_is_refused_naming_the_host():
+    found = problems(overlay_encrypted=True, ipsec={"a1": True, "a2": False})
+    assert [p for p in found if "rpa_overlay_encrypted=true" in p and "a2" in p and "a1," not in p], found
+    assert problems(overlay_encrypted=False, ipsec={"a2": False}) == []
+
+
+@pytest.mark.parametrize(("image", "major"), [("postgres:17.2-bookworm", 17), ("postgres:16", 16),
+                                              ("docker.io/library/postgres:15.8-alpine3.20", 15),
+                                              ("registry.example.com:5000/pg:17.1@sha256:" + "b" * 64, 17),
+                                              ("rpa-testbed/postgres:latest", None), ("postgres", None)])
+def test_the_major_version_comes_from_the_images_tag(image, major):
+    assert t.image_major(image) == major
+
+
+# ------------------------------------------------------------ the preflight, for real
+
+def preflight(inventory: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_CACHE_PLUGIN="ansible.builtin.memory")
+    env.pop("ANSIBLE_VAULT_IDENTITY_LIST", None)
+    # Every host at a loopback port where nothing listens: a run that got past the shape play would fail
+    # unreachable there, not in the shape task this asserts.
+    return subprocess.run(["ansible-playbook", "playbooks/preflight.yml", "-i", str(inventory),
+                           "-e", "ansible_host=127.0.0.1", "-e", "ansible_port=9"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_preflight_stops_the_ha_example_in_the_shape_play_as_not_yet_provisioned():
+    proc = preflight(ROOT / "inventory" / "ha")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"TASK [{SHAPE_TASK}]" in out and "The inventory has the ha shape" in out and "issue 21" in out, out[-3000:]
+    assert "UNREACHABLE" not in out and "Gathering Facts" not in out, out[-3000:]
+
+
+def test_preflight_reports_every_problem_of_a_broken_inventory_at_once(tmp_path):
+    ha = yaml.safe_load((ROOT / "inventory" / "ha" / "hosts.yml").read_text())
+    children = ha["rpa_engine"]["children"]
+    children["etcd_cluster"]["hosts"].pop("rpa-witness")
+    children["pg_cluster"]["hosts"]["rpa-app-2"] = None
+    ha["rpa_engine"]["hosts"]["rpa-db-2"]["rpa_private_address"] = "10.0.0"
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(ha))
+    (tmp_path / "group_vars").symlink_to(ROOT / "inventory" / "production" / "group_vars")
+    proc = preflight(tmp_path)
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0
+    for words in ("etcd_cluster has 2 hosts", "rpa-app-2 is in both app and pg_cluster",
+                  "rpa-db-2: rpa_private_address='10.0.0'"):
+        assert words in out, (words, out[-3000:])
+    assert "The inventory has the ha shape" not in out
+    assert "UNREACHABLE" not in out
