@@ -43,7 +43,7 @@ DEMO_HTTP_PORT := 8880
 DEMO_HTTPS_PORT := 8443
 
 .PHONY: help venv testbed demo-vault demo verify-demo destroy test budget-start lint sanity unit molecule \
-  molecule-converge molecule-verify docs bench-noop
+  molecule-converge molecule-verify test-prereqs docs bench-noop
 
 help:
 	@echo "make demo     provision a local simulated server with site.yml (re-run to converge again)"
@@ -143,7 +143,20 @@ budget-start:
 # want the machine to themselves. Their output follows the converge's; either failing stops the run
 # before verify, as it did when they ran first. The budget table's total is the wall time.
 CHECKS_LOG := $(REPORTS)/lint-unit.log
-test: budget-start venv testbed demo-vault
+TESTBED_LOG := $(REPORTS)/testbed.log
+# The test bed (engine, images, service containers) is readied beside the venv's pip install; only one
+# of them may use apt at a time, so python3-venv comes first.
+test-prereqs:
+	@python3 -c 'import ensurepip' 2>/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; }
+	@venv_rc=0; bed_rc=0; \
+	$(MAKE) --no-print-directory testbed > $(TESTBED_LOG) 2>&1 & bed=$$!; \
+	$(MAKE) --no-print-directory venv || venv_rc=$$?; \
+	wait $$bed || bed_rc=$$?; \
+	echo "---- test bed (exit $$bed_rc) ----"; cat $(TESTBED_LOG); echo "----"; \
+	exit $$(( venv_rc || bed_rc ))
+
+test: budget-start test-prereqs demo-vault
 	@checks_rc=0; converge_rc=0; verify_rc=0; \
 	echo "make test: lint and unit tests run beside Molecule's create and converge (output below, after it)"; \
 	$(MAKE) --no-print-directory lint unit > $(CHECKS_LOG) 2>&1 & checks=$$!; \

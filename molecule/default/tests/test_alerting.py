@@ -82,7 +82,7 @@ def test_a_broken_target_pages_by_mail_and_webhook_and_a_host_down_inhibits_the_
     """A stopped exporter's TargetDown reaches the on-call mail and webhook with its labels, then its
     resolution after the repair; while the host's node-exporter is down, HostDown arrives and the host's
     other alerts are held back (inhibited)."""
-    # The test inventory's timings: scrapes every 5 s, TargetDown and HostDown after 10 s.
+    # The test inventory's timings: scrapes every 5 s, TargetDown and HostDown after 5 s.
     since = time.time()
     exporter, node_exporter = cname("redis-exporter"), cname("node-exporter")
     try:
