@@ -32,6 +32,16 @@ def _members(groups: dict, name: str) -> list[str]:
     return list(dict.fromkeys(groups.get(name) or []))
 
 
+def _odd_quorum(group: str, members: list[str], needed: bool, who: str) -> list[str]:
+    """A Raft group (Swarm's managers, etcd) keeps a majority through one loss only with an odd count."""
+    if not members:
+        return [f"group {group} is empty: {who} need an odd number of hosts (3 in the ha example)."] if needed else []
+    if len(members) % 2 == 0:
+        return [f"group {group} has {len(members)} hosts ({', '.join(members)}): {who} need an odd number "
+                "of hosts to keep a majority; add or remove one."]
+    return []
+
+
 def _address(value) -> bool:
     if value in (None, ""):
         return False
@@ -71,22 +81,9 @@ def rpa_topology(groups: dict, addresses: dict, postgres_image: str, settings: d
     out["swarm"] = len(app) >= 2
     out["patroni"] = len(pg) >= 2 or bool(etcd)
 
-    if out["swarm"]:
-        if not managers:
-            problems.append("group swarm_managers is empty: more than one app host runs the app tier on Docker "
-                            "Swarm, which needs an odd number of managers (3 in the ha example).")
-        elif len(managers) % 2 == 0:
-            problems.append(f"group swarm_managers has {len(managers)} hosts ({', '.join(managers)}): Swarm's Raft "
-                            "needs an odd number of managers to keep a majority; add or remove one.")
-    elif managers and len(managers) % 2 == 0:
-        problems.append(f"group swarm_managers has {len(managers)} hosts: the number must be odd.")
-    if out["patroni"]:
-        if not etcd:
-            problems.append("group etcd_cluster is empty: Patroni keeps its leader lock in etcd, which needs an "
-                            "odd number of members (3 in the ha example).")
-        elif len(etcd) % 2 == 0:
-            problems.append(f"group etcd_cluster has {len(etcd)} hosts ({', '.join(etcd)}): etcd needs an odd "
-                            "number of members to keep a quorum; add or remove one.")
+    problems += _odd_quorum("swarm_managers", managers, out["swarm"],
+                            "more than one app host runs the app tier on Docker Swarm, whose Raft managers")
+    problems += _odd_quorum("etcd_cluster", etcd, out["patroni"], "Patroni keeps its leader lock in etcd, whose members")
     if len(tiers["redis_host"]) > 1:
         problems.append(f"group redis_host has {len(tiers['redis_host'])} hosts: Redis stays one instance (README, "
                         "\"When one server is not enough\", its single point); name one host.")
