@@ -130,14 +130,14 @@ def test_the_major_version_comes_from_the_images_tag(image, major):
 
 # ------------------------------------------------------------ the preflight, for real
 
-def preflight(inventory: Path) -> subprocess.CompletedProcess:
+def preflight(inventory: Path, *extra: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_CACHE_PLUGIN="ansible.builtin.memory")
     env.pop("ANSIBLE_VAULT_IDENTITY_LIST", None)
     # Every host at a loopback port where nothing listens: a run that got past the shape play would fail
     # unreachable there, not in the shape task this asserts.
     return subprocess.run(["ansible-playbook", "playbooks/preflight.yml", "-i", str(inventory),
-                           "-e", "ansible_host=127.0.0.1", "-e", "ansible_port=9"],
+                           "-e", "ansible_host=127.0.0.1", "-e", "ansible_port=9", *extra],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -147,6 +147,15 @@ def test_preflight_stops_the_ha_example_in_the_shape_play_as_not_yet_provisioned
     assert proc.returncode != 0
     assert f"TASK [{SHAPE_TASK}]" in out and "The inventory has the ha shape" in out and "issue 21" in out, out[-3000:]
     assert "UNREACHABLE" not in out and "Gathering Facts" not in out, out[-3000:]
+
+
+def test_preflight_reads_a_switch_given_as_text_on_the_command_line_as_a_boolean():
+    """-e rpa_pg_failover=false is the string "false": it must switch failover off, not on."""
+    proc = preflight(ROOT / "inventory" / "split", "-e", "rpa_pg_failover=false")
+    out = proc.stdout + proc.stderr
+    assert "The inventory has the split shape" in out and "rpa_pg_failover=true" not in out, out[-3000:]
+    proc = preflight(ROOT / "inventory" / "split", "-e", "rpa_pg_failover=true")
+    assert "rpa_pg_failover=true needs at least two pg_cluster hosts" in proc.stdout + proc.stderr
 
 
 def test_preflight_reports_every_problem_of_a_broken_inventory_at_once(tmp_path):
