@@ -233,7 +233,11 @@ def ensure_key() -> Path:
                       "  User root\n"
                       "  StrictHostKeyChecking no\n"
                       "  UserKnownHostsFile /dev/null\n"
-                      "  LogLevel ERROR\n")
+                      "  LogLevel ERROR\n"
+                      # One SSH connection per server for the whole run, not one per command.
+                      "  ControlMaster auto\n"
+                      f"  ControlPath {SSH_KEY.parent}/cp-%C\n"
+                      "  ControlPersist 60s\n")
     return SSH_KEY
 
 

@@ -36,6 +36,12 @@ import project  # noqa: E402  (tools/project.py: the project's identity, read fr
 # not template the demo inventory's key path)
 DEMO = {"instance": "rpa-demo", "port": 2222, "identity_file": str(ROOT / ".testbed/ssh/id_ed25519")}
 
+# Testinfra multiplexes its SSH connections (ControlPath from ansible.cfg's control_path) only when
+# control_path_dir already exists when it first connects; Mitogen never creates it, so on a fresh CI
+# machine every host.run was a new SSH handshake (about 0.14 s each against 0.01 s multiplexed) and
+# the burst of new connections could exhaust the server's per-source SSH rate limit.
+os.makedirs(os.path.expanduser("~/.ansible/cp"), mode=0o700, exist_ok=True)
+
 
 def instance_config() -> list[dict]:
     path = os.environ.get("MOLECULE_INSTANCE_CONFIG")
