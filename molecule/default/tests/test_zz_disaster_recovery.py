@@ -18,6 +18,7 @@ def test_a_killed_server_is_rebuilt_by_one_command_with_its_data(server):
                                 http_port=8891, port=8451, run_recover=run_recover,
                                 ssh_key=ROOT / ".testbed" / "ssh" / "id_ed25519", write_seconds=8)
     assert figures["ok"], figures["output"]
+    assert figures["archived_before_kill"], "the first write's WAL segment was not archived within 90 s of writing"
     print(f"\nDR drill: {figures['acked']} writes acknowledged before the kill, {figures['present']} recovered, "
           f"RPO {figures['rpo']:.1f} s, RTO {figures['rto']:.1f} s")
     assert figures["acked"] >= 20, figures

@@ -1,0 +1,156 @@
+# -*- coding: utf-8 -*-
+"""Pure logic of the Swarm health gate (issue 21): no Docker, no Ansible, unit-tested.
+
+What the gate reads, and why not the CLI's exit code
+----------------------------------------------------
+``docker service update --detach=false`` to an image whose health check fails
+exits 0 once Swarm has rolled the service back: the command waits for the
+service to *converge*, and the rolled-back service has converged.  Only the
+service's ``UpdateStatus.State`` tells the truth:
+
+  updating            the update is under way
+  completed           every task runs the new spec
+  paused              update_config.failure_action=pause stopped it
+  rollback_started    failure_action=rollback is undoing it
+  rollback_paused     the rollback itself failed
+  rollback_completed  the service runs the PREVIOUS spec again
+
+So the gate records when it deployed, then polls ``docker service inspect``
+and ``docker service ps``: an UpdateStatus that started before the deploy
+belongs to an earlier update and says nothing about this one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+FAILED_STATES = {
+    "paused": "the update was paused (update_config.failure_action=pause)",
+    "rollback_started": "the update failed and Swarm is rolling it back",
+    "rollback_paused": "the update failed and its rollback was paused",
+    "rollback_completed": "the update failed and Swarm rolled it back to the previous spec",
+}
+_TIME = re.compile(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
+
+
+class SwarmError(Exception):
+    """Output the gate cannot read; the message says what it got."""
+
+
+def parse_time(text):
+    """Seconds since the epoch of an engine timestamp (RFC 3339, nanoseconds, any offset); None for
+    the zero time or an empty value. Not datetime.fromisoformat: Python 3.9's cannot read nanoseconds."""
+    if not text or text.startswith("0001-01-01"):
+        return None
+    m = _TIME.match(text)
+    if not m:
+        raise SwarmError("unreadable engine timestamp %r" % (text,))
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    fraction = float("0." + m.group(7)) if m.group(7) else 0.0
+    # Days from the civil date (proleptic Gregorian), so no timezone database is needed.
+    y = year - (month <= 2)
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    days = era * 146097 + doe - 719468
+    seconds = days * 86400 + hour * 3600 + minute * 60 + second + fraction
+    offset = m.group(8)
+    if offset != "Z":
+        sign = 1 if offset[0] == "+" else -1
+        seconds -= sign * (int(offset[1:3]) * 3600 + int(offset[4:6]) * 60)
+    return seconds
+
+
+def parse_json_lines(text):
+    """``docker ... --format '{{json .}}'`` output: one JSON object per line; an array is taken too."""
+    text = (text or "").strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        return json.loads(text)
+    try:
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except ValueError as exc:
+        raise SwarmError("unreadable JSON lines from docker: %s" % exc)
+
+
+def update_status(inspect):
+    """(state, message, started_at) of a service's last update; (None, '', None) before its first."""
+    status = inspect.get("UpdateStatus") or {}
+    return status.get("State") or None, status.get("Message") or "", parse_time(status.get("StartedAt"))
+
+
+def desired_replicas(inspect):
+    """How many tasks the service wants: Replicated's count, or None for a global service."""
+    mode = inspect.get("Spec", {}).get("Mode", {})
+    if "Replicated" in mode:
+        return int(mode["Replicated"].get("Replicas", 1))
+    return None
+
+
+def current_image(inspect):
+    return inspect.get("Spec", {}).get("TaskTemplate", {}).get("ContainerSpec", {}).get("Image", "")
+
+
+def running_tasks(inspect, tasks):
+    """Tasks of this service that run its current image and are meant to."""
+    image = current_image(inspect)
+    return [t for t in tasks
+            if t.get("ServiceID") == inspect.get("ID")
+            and t.get("DesiredState") == "running"
+            and (t.get("Status") or {}).get("State") == "running"
+            and (t.get("Spec") or {}).get("ContainerSpec", {}).get("Image") == image]
+
+
+def failed_tasks(inspect, tasks):
+    """The service's tasks that failed or were rejected, newest first."""
+    bad = [t for t in tasks if t.get("ServiceID") == inspect.get("ID")
+           and (t.get("Status") or {}).get("State") in ("failed", "rejected")]
+    return sorted(bad, key=lambda t: parse_time((t.get("Status") or {}).get("Timestamp")) or 0, reverse=True)
+
+
+def assess(inspect, tasks, deployed_at):
+    """('converged' | 'pending' | 'failed', reason) of one service after a deploy at deployed_at.
+
+    converged: no update since the deploy left it short (UpdateStatus absent, older, or completed)
+               and as many tasks run its current spec as it wants;
+    failed:    an update since the deploy was paused or rolled back;
+    pending:   anything else (the update has not started, or runs).
+    """
+    state, message, started = update_status(inspect)
+    name = inspect.get("Spec", {}).get("Name", inspect.get("ID", "?"))
+    current = started is not None and deployed_at is not None and started >= deployed_at
+    if current and state in FAILED_STATES:
+        return "failed", "%s: %s (%s)" % (name, FAILED_STATES[state], message or state)
+    if current and state != "completed":
+        return "pending", "%s: update %s" % (name, state)
+    want = desired_replicas(inspect)
+    have = len(running_tasks(inspect, tasks))
+    if want is not None and have < want:
+        return "pending", "%s: %d of %d tasks run its current spec" % (name, have, want)
+    if want is None and have == 0:
+        return "pending", "%s: no task runs its current spec" % name
+    return "converged", "%s: %d task(s) run its current spec" % (name, have)
+
+
+def failure_report(inspect, tasks, logs, lines=20):
+    """What an operator needs from a failed update: the service, the state, the newest task error and
+    the last log lines."""
+    state, message, _ = update_status(inspect)
+    name = inspect.get("Spec", {}).get("Name", inspect.get("ID", "?"))
+    parts = ["service %s: %s" % (name, FAILED_STATES.get(state, state or "no update status"))]
+    if message:
+        parts.append("swarm says: %s" % message)
+    bad = failed_tasks(inspect, tasks)
+    if bad:
+        status = bad[0].get("Status") or {}
+        parts.append("newest failed task %s: %s %s" % (
+            bad[0].get("ID", "?")[:12], status.get("Err") or status.get("Message") or "",
+            "(exit %s)" % status["ContainerStatus"]["ExitCode"]
+            if (status.get("ContainerStatus") or {}).get("ExitCode") else "").rstrip())
+    tail = [line for line in (logs or "").splitlines() if line.strip()][-lines:]
+    if tail:
+        parts.append("last log lines:\n" + "\n".join(tail))
+    return "\n".join(parts)
