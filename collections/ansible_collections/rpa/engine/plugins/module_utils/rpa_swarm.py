@@ -90,25 +90,48 @@ def desired_replicas(inspect):
     return None
 
 
-def current_image(inspect):
-    return inspect.get("Spec", {}).get("TaskTemplate", {}).get("ContainerSpec", {}).get("Image", "")
+def _container_spec(spec):
+    # A task's copy of the spec leaves StopGracePeriod out (seen on 26.1): compare the rest.
+    return {k: v for k, v in ((spec or {}).get("ContainerSpec") or {}).items() if k != "StopGracePeriod"}
+
+
+def runs_current_spec(inspect, task):
+    return _container_spec(task.get("Spec")) == _container_spec(inspect.get("Spec", {}).get("TaskTemplate"))
 
 
 def running_tasks(inspect, tasks):
-    """Tasks of this service that run its current image and are meant to."""
-    image = current_image(inspect)
+    """Tasks of this service that run its current container spec and are meant to.
+
+    The whole container spec, not the image: an update may change only an environment variable or the
+    health check (the captured rollback does), and then the old tasks run the same image."""
     return [t for t in tasks
             if t.get("ServiceID") == inspect.get("ID")
             and t.get("DesiredState") == "running"
             and (t.get("Status") or {}).get("State") == "running"
-            and (t.get("Spec") or {}).get("ContainerSpec", {}).get("Image") == image]
+            and runs_current_spec(inspect, t)]
 
 
-def failed_tasks(inspect, tasks):
-    """The service's tasks that failed or were rejected, newest first."""
-    bad = [t for t in tasks if t.get("ServiceID") == inspect.get("ID")
-           and (t.get("Status") or {}).get("State") in ("failed", "rejected")]
-    return sorted(bad, key=lambda t: parse_time((t.get("Status") or {}).get("Timestamp")) or 0, reverse=True)
+_TASK_IN_MESSAGE = re.compile(r"\btask ([a-z0-9]{25})\b")
+
+
+def culprit_task(inspect, tasks):
+    """The task that failed the update: the one Swarm's message names (rollback_started, paused), else the
+    newest stopped task of another spec than the current one (after rollback_completed the message is only
+    "rollback completed", and the current spec is the restored one). A task stopped for failing its health
+    check ends "complete" (SIGTERM, exit 0), not "failed": its state says nothing, its spec does."""
+    _, message, _ = update_status(inspect)
+    m = _TASK_IN_MESSAGE.search(message)
+    if m:
+        for task in tasks:
+            if task.get("ID") == m.group(1):
+                return task
+    stopped = [t for t in tasks if t.get("DesiredState") != "running" and not runs_current_spec(inspect, t)]
+    # A task that ended by itself (failed, rejected, complete) before one the rollback shut down; the
+    # newest first within each.
+    rank = {"failed": 0, "rejected": 0, "complete": 1}
+    stopped.sort(key=lambda t: (rank.get((t.get("Status") or {}).get("State"), 2),
+                                -(parse_time((t.get("Status") or {}).get("Timestamp")) or 0)))
+    return stopped[0] if stopped else None
 
 
 def assess(inspect, tasks, deployed_at):
@@ -136,21 +159,52 @@ def assess(inspect, tasks, deployed_at):
 
 
 def failure_report(inspect, tasks, logs, lines=20):
-    """What an operator needs from a failed update: the service, the state, the newest task error and
-    the last log lines."""
+    """What an operator needs from a failed update: the service, the state, Swarm's message, the task that
+    failed it (its state, error and health check) and its last log lines (the service's, when none is
+    that task's)."""
     state, message, _ = update_status(inspect)
     name = inspect.get("Spec", {}).get("Name", inspect.get("ID", "?"))
     parts = ["service %s: %s" % (name, FAILED_STATES.get(state, state or "no update status"))]
     if message:
         parts.append("swarm says: %s" % message)
-    bad = failed_tasks(inspect, tasks)
-    if bad:
-        status = bad[0].get("Status") or {}
-        parts.append("newest failed task %s: %s %s" % (
-            bad[0].get("ID", "?")[:12], status.get("Err") or status.get("Message") or "",
-            "(exit %s)" % status["ContainerStatus"]["ExitCode"]
-            if (status.get("ContainerStatus") or {}).get("ExitCode") else "").rstrip())
-    tail = [line for line in (logs or "").splitlines() if line.strip()][-lines:]
+    all_lines = [line for line in (logs or "").splitlines() if line.strip()]
+    tail = all_lines[-lines:]
+    culprit = culprit_task(inspect, tasks)
+    if culprit is not None:
+        status = culprit.get("Status") or {}
+        exit_code = (status.get("ContainerStatus") or {}).get("ExitCode")
+        health = (((culprit.get("Spec") or {}).get("ContainerSpec") or {}).get("Healthcheck") or {}).get("Test")
+        detail = [
+            "state %s (%s)" % (status.get("State"), status.get("Message") or ""),
+            "error: %s" % status["Err"] if status.get("Err") else "",
+            "exit %s" % exit_code if exit_code else "",
+            "health check: %s" % " ".join(health) if health else "",
+        ]
+        parts.append("task %s failed it: %s" % (culprit.get("ID", "?")[:12], ", ".join(d for d in detail if d)))
+        # `docker service logs` prefixes each line with SERVICE.SLOT.TASKID@NODE.
+        own = [line for line in all_lines if ".%s@" % culprit.get("ID") in line.split("|", 1)[0]]
+        tail = own[-lines:] or tail
     if tail:
         parts.append("last log lines:\n" + "\n".join(tail))
     return "\n".join(parts)
+
+
+def stack_verdict(verdicts):
+    """('converged' | 'pending' | 'failed', [reasons]) of a stack from ``{service: (verdict, reason)}``:
+    one failed service fails the stack at once (no waiting out the others), naming every failed one."""
+    failed = [reason for _, (verdict, reason) in sorted(verdicts.items()) if verdict == "failed"]
+    if failed:
+        return "failed", failed
+    pending = [reason for _, (verdict, reason) in sorted(verdicts.items()) if verdict == "pending"]
+    return ("pending", pending) if pending else ("converged", [])
+
+
+def spec_versions(inspects):
+    """``{service name: Version.Index}``: a deploy that changed a service's spec raises its index."""
+    return {i.get("Spec", {}).get("Name", i.get("ID")): int((i.get("Version") or {}).get("Index", 0))
+            for i in inspects}
+
+
+def changed_services(before, after):
+    """Services created or whose spec changed between two spec_versions()."""
+    return sorted(name for name, index in after.items() if before.get(name) != index)

@@ -1,0 +1,154 @@
+"""The Swarm gate's decisions (module_utils/rpa_swarm), from real output of Debian 13's docker.io 26.1.
+
+fixtures/swarm_26.1_*.json were captured by tools/capture_swarm.py in a test-bed server container: a
+one-node swarm, a replicated service (2 tasks, health check, start-first, failure_action rollback),
+then an update that completes, one whose health check fails (rolled back) and one paused. Each holds
+`docker service inspect`, `docker inspect` of the service's tasks and its last log lines, taken the
+moment UpdateStatus.State reached the state in the file's name.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.rpa.engine.plugins.module_utils import rpa_swarm as rs
+
+FIX = Path(__file__).parent / "fixtures"
+
+
+def load(label):
+    return json.loads((FIX / f"swarm_26.1_{label}.json").read_text())
+
+
+def started(data):
+    return rs.parse_time(data["service"]["UpdateStatus"]["StartedAt"])
+
+
+# ------------------------------------------------------------ timestamps
+@pytest.mark.parametrize(("text", "expected"), [
+    ("1970-01-01T00:00:00Z", 0.0),
+    ("2026-12-01T11:53:39Z", 1796126019.0),
+    ("2026-12-01T11:53:39.5+01:00", 1796126019.5 - 3600),
+    ("2000-02-29T00:00:00.123456789Z", 951782400.123456789),
+])
+def test_engine_timestamps_are_read_with_nanoseconds_and_offsets(text, expected):
+    assert rs.parse_time(text) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("text", ["", None, "0001-01-01T00:00:00Z"])
+def test_the_zero_time_and_no_time_are_none(text):
+    assert rs.parse_time(text) is None
+
+
+def test_an_unreadable_timestamp_is_an_error_naming_it():
+    with pytest.raises(rs.SwarmError, match="yesterday"):
+        rs.parse_time("yesterday")
+
+
+def test_every_captured_timestamp_reads():
+    for label in ("created", "updating", "completed", "rollback_started", "rollback_completed", "paused"):
+        data = load(label)
+        for task in data["tasks"]:
+            assert rs.parse_time(task["Status"]["Timestamp"]) > 1.7e9, label
+
+
+# ------------------------------------------------------------ decisions
+def test_a_created_service_with_its_tasks_running_has_converged():
+    data = load("created")
+    assert rs.update_status(data["service"])[0] is None
+    assert rs.assess(data["service"], data["tasks"], deployed_at=0)[0] == "converged"
+
+
+def test_an_update_under_way_is_pending():
+    data = load("updating")
+    verdict, reason = rs.assess(data["service"], data["tasks"], deployed_at=started(data) - 1)
+    assert verdict == "pending" and "updating" in reason
+
+
+def test_a_completed_update_has_converged():
+    data = load("completed")
+    assert rs.assess(data["service"], data["tasks"], deployed_at=started(data) - 1) == \
+        ("converged", "web: 2 task(s) run its current spec")
+
+
+@pytest.mark.parametrize("label", ["rollback_started", "rollback_completed", "paused"])
+def test_a_rolled_back_or_paused_update_fails_naming_the_service(label):
+    data = load(label)
+    verdict, reason = rs.assess(data["service"], data["tasks"], deployed_at=started(data) - 1)
+    assert verdict == "failed" and reason.startswith("web: ") and rs.FAILED_STATES[label] in reason
+
+
+def test_a_rollback_completed_looks_converged_to_anyone_who_only_counts_tasks():
+    """Why the gate reads UpdateStatus: after the rollback, 2 tasks run the (previous) spec again."""
+    data = load("rollback_completed")
+    assert len(rs.running_tasks(data["service"], data["tasks"])) == 2
+
+
+def test_an_update_status_from_before_the_deploy_says_nothing_about_it():
+    """A deploy that changed nothing leaves the last update's status, rolled back or not, in place."""
+    data = load("rollback_completed")
+    assert rs.assess(data["service"], data["tasks"], deployed_at=started(data) + 60)[0] == "converged"
+
+
+@pytest.mark.parametrize(("label", "culprit", "check"), [
+    # Swarm's message names the task while it rolls back or pauses...
+    ("rollback_started", "5xxnmuj9h90541c0fcm16n0vb", "exit 1"),
+    ("paused", "b1gug70x96h61x72rkhghrfei", "exit 2"),
+    # ...but only says "rollback completed" afterwards: the newest stopped task of the failed spec.
+    ("rollback_completed", "5xxnmuj9h90541c0fcm16n0vb", "exit 1"),
+])
+def test_the_failure_report_names_the_task_that_failed_the_update_and_its_own_logs(label, culprit, check):
+    data = load(label)
+    assert rs.culprit_task(data["service"], data["tasks"])["ID"] == culprit
+    report = rs.failure_report(data["service"], data["tasks"], data["logs"])
+    assert report.startswith("service web: " + rs.FAILED_STATES[label]), report
+    assert "swarm says: " + data["service"]["UpdateStatus"]["Message"] in report
+    # Stopped for its failing health check: SIGTERM, exit 0, state "complete" - its health check says why.
+    assert f"task {culprit[:12]} failed it: state complete (finished), health check: CMD-SHELL {check}" in report
+    logs = report.split("last log lines:\n", 1)[1].splitlines()
+    if f".{culprit}@" in data["logs"]:
+        # Its own lines when the capture has them; the service's last lines otherwise (the paused one's
+        # task had none yet).
+        assert logs and all(f".{culprit}@" in line for line in logs), logs
+    else:
+        assert logs == [line for line in data["logs"].splitlines() if line.strip()][-20:]
+
+
+def test_running_tasks_compare_the_whole_container_spec_not_the_image():
+    """Mid-update (an environment variable added), the two old tasks still run the same image: they are
+    not the service's current spec, and the new task is still starting."""
+    data = load("updating")
+    image = data["service"]["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+    old = [t for t in data["tasks"] if t["Status"]["State"] == "running"]
+    assert len(old) == 2 and all(t["Spec"]["ContainerSpec"]["Image"] == image for t in old)
+    assert rs.running_tasks(data["service"], data["tasks"]) == []
+    assert rs.assess(data["service"], data["tasks"], deployed_at=0) == ("pending", "web: update updating")
+
+
+def test_json_lines_and_arrays_are_both_read():
+    assert rs.parse_json_lines('{"a": 1}\n{"a": 2}\n') == [{"a": 1}, {"a": 2}]
+    assert rs.parse_json_lines('[{"a": 1}]') == [{"a": 1}]
+    assert rs.parse_json_lines("") == []
+    with pytest.raises(rs.SwarmError):
+        rs.parse_json_lines("{not json")
+
+
+def test_one_failed_service_fails_the_stack_naming_it():
+    verdicts = {"web": ("failed", "web: rolled back"), "api": ("pending", "api: update updating"),
+                "beat": ("converged", "beat: 1 task(s)")}
+    assert rs.stack_verdict(verdicts) == ("failed", ["web: rolled back"])
+    del verdicts["web"]
+    assert rs.stack_verdict(verdicts) == ("pending", ["api: update updating"])
+    assert rs.stack_verdict({"beat": ("converged", "")}) == ("converged", [])
+
+
+def test_a_spec_change_raises_the_version_index_and_names_the_service():
+    before = rs.spec_versions([load("created")["service"]])
+    after = rs.spec_versions([load("completed")["service"]])
+    assert after["web"] > before["web"]
+    assert rs.changed_services(before, after) == ["web"]
+    assert rs.changed_services(after, after) == []
+    assert rs.changed_services({}, after) == ["web"]
