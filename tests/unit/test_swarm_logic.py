@@ -2,7 +2,9 @@
 
 fixtures/swarm_26.1_*.json were captured by tools/capture_swarm.py in a test-bed server container: a
 one-node swarm, a replicated service (2 tasks, health check, start-first, failure_action rollback),
-then an update that completes, one whose health check fails (rolled back) and one paused. Each holds
+then an update that completes, one whose health check fails (rolled back) and one paused;
+swarm_26.1_stack_deployed.json is the same service created by `docker stack deploy` (the Swarm gate's
+test playbook, molecule/default/tests/files/swarm_gate.yml). Each holds
 `docker service inspect`, `docker inspect` of the service's tasks and its last log lines, taken the
 moment UpdateStatus.State reached the state in the file's name.
 """
@@ -60,6 +62,15 @@ def test_a_created_service_with_its_tasks_running_has_converged():
     data = load("created")
     assert rs.update_status(data["service"])[0] is None
     assert rs.assess(data["service"], data["tasks"], deployed_at=0)[0] == "converged"
+
+
+def test_a_stack_deploy_with_its_tasks_running_has_converged():
+    """`docker stack deploy` gives the service an empty DNSConfig that its tasks' copies leave out."""
+    data = load("stack_deployed")
+    assert data["service"]["Spec"]["TaskTemplate"]["ContainerSpec"]["DNSConfig"] == {}
+    assert all("DNSConfig" not in t["Spec"]["ContainerSpec"] for t in data["tasks"])
+    assert rs.assess(data["service"], data["tasks"], deployed_at=0) == \
+        ("converged", "gate_web: 2 task(s) run its current spec")
 
 
 def test_an_update_under_way_is_pending():
@@ -145,10 +156,13 @@ def test_one_failed_service_fails_the_stack_naming_it():
     assert rs.stack_verdict({"beat": ("converged", "")}) == ("converged", [])
 
 
-def test_a_spec_change_raises_the_version_index_and_names_the_service():
-    before = rs.spec_versions([load("created")["service"]])
-    after = rs.spec_versions([load("completed")["service"]])
-    assert after["web"] > before["web"]
+def test_a_changed_spec_names_the_service_and_an_unchanged_one_does_not():
+    before = rs.spec_fingerprints([load("created")["service"]])
+    after = rs.spec_fingerprints([load("completed")["service"]])
     assert rs.changed_services(before, after) == ["web"]
     assert rs.changed_services(after, after) == []
     assert rs.changed_services({}, after) == ["web"]
+    # The index moves between two captures of one spec (a rollback writes the service too).
+    started, done = load("rollback_started")["service"], load("rollback_completed")["service"]
+    assert started["Version"]["Index"] != done["Version"]["Index"]
+    assert rs.changed_services(rs.spec_fingerprints([started]), rs.spec_fingerprints([done])) == []

@@ -91,8 +91,10 @@ def desired_replicas(inspect):
 
 
 def _container_spec(spec):
-    # A task's copy of the spec leaves StopGracePeriod out (seen on 26.1): compare the rest.
-    return {k: v for k, v in ((spec or {}).get("ContainerSpec") or {}).items() if k != "StopGracePeriod"}
+    # A task's copy of the spec leaves StopGracePeriod out, and an empty DNSConfig of a service that
+    # `docker stack deploy` created (both seen on 26.1): compare the rest, empty values as absent.
+    return {k: v for k, v in ((spec or {}).get("ContainerSpec") or {}).items()
+            if k != "StopGracePeriod" and v not in ({}, [], None, "")}
 
 
 def runs_current_spec(inspect, task):
@@ -199,12 +201,13 @@ def stack_verdict(verdicts):
     return ("pending", pending) if pending else ("converged", [])
 
 
-def spec_versions(inspects):
-    """``{service name: Version.Index}``: a deploy that changed a service's spec raises its index."""
-    return {i.get("Spec", {}).get("Name", i.get("ID")): int((i.get("Version") or {}).get("Index", 0))
+def spec_fingerprints(inspects):
+    """``{service name: its Spec as canonical JSON}``. The spec itself, not Version.Index: the index moves
+    on every write to the service, and `docker stack deploy` writes every service of the stack each time."""
+    return {i.get("Spec", {}).get("Name", i.get("ID")): json.dumps(i.get("Spec", {}), sort_keys=True)
             for i in inspects}
 
 
 def changed_services(before, after):
-    """Services created or whose spec changed between two spec_versions()."""
+    """Services created or whose spec changed between two spec_fingerprints()."""
     return sorted(name for name, index in after.items() if before.get(name) != index)

@@ -18,7 +18,8 @@ description:
     service, Swarm's message, the newest failed task's error and the service's last log lines.
   - Swarm itself rolls back (the Compose file's C(deploy.update_config.failure_action=rollback)); this module does
     not undo anything on its own.
-  - C(changed) is true when a service was created or its spec changed (its C(Version.Index) rose).
+  - C(changed) is true when a service was created or its spec changed (not its C(Version.Index), which every
+    C(docker stack deploy) moves).
   - The pure logic lives in C(plugins/module_utils/rpa_swarm.py).
 version_added: "1.1.0"
 author:
@@ -122,7 +123,7 @@ def main():
     if module.check_mode:
         module.warn("rpa_stack: check mode does not diff the stack's specs yet; nothing was deployed")
         module.exit_json(changed=False, changed_services=[], states={})
-    versions_before = rs.spec_versions(before)
+    specs_before = rs.spec_fingerprints(before)
     # The engine's clock, not the controller's: UpdateStatus.StartedAt comes from the manager.
     deployed_at = time.time() - 1
     args = ["stack", "deploy", "--detach=true", "--compose-file", p["compose_file"]]
@@ -139,7 +140,7 @@ def main():
         verdict, reasons = rs.stack_verdict(verdicts)
         states = {service: {"verdict": v, "reason": r} for service, (v, r) in verdicts.items()}
         if verdict == "converged":
-            changed = rs.changed_services(versions_before, rs.spec_versions(inspects))
+            changed = rs.changed_services(specs_before, rs.spec_fingerprints(inspects))
             module.exit_json(changed=bool(changed), changed_services=changed, states=states)
         if verdict == "failed":
             reports = []
