@@ -166,3 +166,55 @@ def test_a_changed_spec_names_the_service_and_an_unchanged_one_does_not():
     started, done = load("rollback_started")["service"], load("rollback_completed")["service"]
     assert started["Version"]["Index"] != done["Version"]["Index"]
     assert rs.changed_services(rs.spec_fingerprints([started]), rs.spec_fingerprints([done])) == []
+
+
+# ------------------------------------------------------------ check mode: what a deploy would change
+def gate_service():
+    """The Compose service the Swarm gate's test playbook deploys (swarm_gate.yml), which the captured
+    swarm_26.1_stack_deployed.json runs."""
+    import yaml  # noqa: PLC0415  (only these tests need it)
+    play = yaml.safe_load((Path(__file__).parents[2] / "molecule/default/tests/files/swarm_gate.yml").read_text())
+    return play[0]["vars"]["swarm_gate_service"]
+
+
+def deployed():
+    return [load("stack_deployed")["service"]]
+
+
+def test_the_deployed_definition_plans_no_change():
+    assert rs.planned_changes("gate", {"web": gate_service()}, deployed()) == {}
+
+
+def test_a_changed_health_check_and_replica_count_are_planned_with_both_values():
+    svc = dict(gate_service(), healthcheck=dict(gate_service()["healthcheck"], test="exit 1"),
+               deploy=dict(gate_service()["deploy"], replicas=3))
+    plan = rs.planned_changes("gate", {"web": svc}, deployed())
+    assert plan == {"gate_web": [("healthcheck.test", ["CMD-SHELL", "redis-cli ping"], ["CMD-SHELL", "exit 1"]),
+                                 ("replicas", 2, 3)]}
+    before, after, summary = rs.render_plan(plan)
+    assert before == 'gate_web healthcheck.test: ["CMD-SHELL", "redis-cli ping"]\ngate_web replicas: 2\n'
+    assert after == 'gate_web healthcheck.test: ["CMD-SHELL", "exit 1"]\ngate_web replicas: 3\n'
+    assert summary == {"gate_web": ['healthcheck.test: ["CMD-SHELL", "redis-cli ping"] -> ["CMD-SHELL", "exit 1"]',
+                                    "replicas: 2 -> 3"]}
+
+
+def test_image_environment_and_command_changes_are_planned():
+    svc = dict(gate_service(), image="rpa-testbed/redis:8.1", environment={"B": "2", "A": "1"},
+               command="redis-server --save ''")
+    plan = dict((f, (o, n)) for f, o, n in rs.planned_changes("gate", {"web": svc}, deployed())["gate_web"])
+    assert plan["image"] == ("rpa-testbed/redis:latest", "rpa-testbed/redis:8.1")
+    assert plan["environment"] == ([], ["A=1", "B=2"])
+    assert plan["command"][1] == ["redis-server", "--save", ""]
+
+
+def test_new_services_are_created_and_missing_ones_removed_only_with_prune():
+    services = {"web": gate_service(), "api": gate_service()}
+    assert rs.planned_changes("gate", services, deployed()) == {"gate_api": [("service", None, "created")]}
+    assert rs.planned_changes("gate", {}, deployed()) == {}
+    assert rs.planned_changes("gate", {}, deployed(), prune=True) == {"gate_web": [("service", "running", None)]}
+
+
+@pytest.mark.parametrize(("text", "ns"), [("1s", 10**9), ("500ms", 5 * 10**8), ("1m30s", 90 * 10**9),
+                                          ("2h", 7200 * 10**9), (None, None), (3, 3 * 10**9)])
+def test_compose_durations_are_read_as_the_spec_keeps_them(text, ns):
+    assert rs._duration_ns(text) == ns

@@ -48,8 +48,9 @@ def test_a_killed_server_is_rebuilt_by_one_command_with_its_data(recovered):
 
 def test_the_swarm_gate_fails_an_update_that_swarm_rolled_back(recovered, tmp_path):
     """rpa_stack on a real one-node swarm, one playbook run: a stack that converges, the same deploy again
-    (no change), and an update whose health check fails - Swarm rolls it back, and the gate fails naming
-    the service and the task, where `docker service update --detach=false` would have exited 0."""
+    (no change), an update whose health check fails planned in check mode (nothing deployed) and then
+    deployed - Swarm rolls it back, and the gate fails naming the service and the task, where `docker
+    service update --detach=false` would have exited 0."""
     assert recovered["ok"], "no recovered server to run on: " + recovered.get("output", "")[-500:]
     (tmp_path / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {DR_NAME: {
         "ansible_host": "127.0.0.1", "ansible_port": DR_SSH_PORT, "ansible_user": "root",
@@ -61,9 +62,13 @@ def test_the_swarm_gate_fails_an_update_that_swarm_rolled_back(recovered, tmp_pa
     proc, data = run_playbook("molecule/default/tests/files/swarm_gate.yml", inventory=tmp_path / "hosts.yml")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     tasks = {t["task"]["name"]: t["hosts"][DR_NAME] for play in data["plays"] for t in play["tasks"]}
-    outcome = tasks["Report the three outcomes."]["msg"]
+    outcome = tasks["Report the outcomes."]["msg"]
     assert outcome["first"] == {"changed": True, "changed_services": ["gate_web"]}, outcome
     assert outcome["again"] == {"changed": False, "changed_services": []}, outcome
+    # Check mode names the one field that differs, before and after, and deploys nothing.
+    assert outcome["plan"] == {"changed": True, "planned": {"gate_web": [
+        'healthcheck.test: ["CMD-SHELL", "redis-cli ping"] -> ["CMD-SHELL", "exit 1"]']}}, outcome
+    assert outcome["health_after_plan"] == ["CMD-SHELL", "redis-cli ping"], outcome
     bad = outcome["bad"]
     assert bad["failed"], outcome
     assert "service gate_web: the update failed and Swarm" in bad["msg"], bad["msg"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 
 FAILED_STATES = {
     "paused": "the update was paused (update_config.failure_action=pause)",
@@ -211,3 +212,89 @@ def spec_fingerprints(inspects):
 def changed_services(before, after):
     """Services created or whose spec changed between two spec_fingerprints()."""
     return sorted(name for name, index in after.items() if before.get(name) != index)
+
+
+def _as_list(value, shell_form):
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return ["CMD-SHELL", value] if shell_form else shlex.split(value)
+    return [str(v) for v in value]
+
+
+def _env_list(value):
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return sorted("%s=%s" % (k, "" if v is None else v) for k, v in value.items())
+    return sorted(str(v) for v in value)
+
+
+def _duration_ns(value):
+    """A Compose duration ("1s", "1m30s", "500ms") in nanoseconds, as the service spec keeps it."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return int(value * 1e9)
+    total, units = 0.0, {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+    for number, unit in re.findall(r"(\d+(?:\.\d+)?)(h|ms|us|ns|m|s)", value):
+        total += float(number) * units[unit]
+    return int(round(total * 1e9))
+
+
+def planned_changes(stack, compose_services, inspects, prune=False):
+    """What `docker stack deploy` of compose_services (the Compose file's ``services``) would change, for
+    check mode: ``{service: [(field, before, after), ...]}``, unchanged ones left out; a service to create is
+    ``[("service", None, "created")]``, one to remove ``[("service", "running", None)]``.
+
+    It compares what an operator changes from one deploy to the next - the image as written (the stack's
+    ``com.docker.stack.image`` label: the spec itself may carry the digest the CLI resolved), command,
+    entrypoint, environment, the health check's test and timings, and the replica count - not every
+    field the CLI would set, so a change elsewhere shows only when it is deployed.
+    """
+    current = {i.get("Spec", {}).get("Name"): i.get("Spec", {}) for i in inspects}
+    plan = {}
+    for short, svc in sorted((compose_services or {}).items()):
+        name = "%s_%s" % (stack, short)
+        spec = current.get(name)
+        if spec is None:
+            plan[name] = [("service", None, "created")]
+            continue
+        container = spec.get("TaskTemplate", {}).get("ContainerSpec", {})
+        health = container.get("Healthcheck") or {}
+        want_health = svc.get("healthcheck") or {}
+        replicated = spec.get("Mode", {}).get("Replicated")
+        fields = [
+            ("image", (spec.get("Labels") or {}).get("com.docker.stack.image"), svc.get("image")),
+            ("command", container.get("Args"), _as_list(svc.get("command"), False)),
+            ("entrypoint", container.get("Command"), _as_list(svc.get("entrypoint"), False)),
+            ("environment", sorted(container.get("Env") or []), _env_list(svc.get("environment"))),
+            ("healthcheck.test", health.get("Test"), _as_list(want_health.get("test"), True)),
+            ("healthcheck.interval", health.get("Interval"), _duration_ns(want_health.get("interval"))),
+            ("healthcheck.timeout", health.get("Timeout"), _duration_ns(want_health.get("timeout"))),
+            ("healthcheck.retries", health.get("Retries"), want_health.get("retries")),
+            ("replicas", (replicated or {}).get("Replicas"),
+             (svc.get("deploy") or {}).get("replicas", 1) if replicated is not None else None),
+        ]
+        changes = [(field, old, new) for field, old, new in fields
+                   if old != new and not (old is None and new in (None, []))]
+        if changes:
+            plan[name] = changes
+    if prune:
+        wanted = {"%s_%s" % (stack, short) for short in (compose_services or {})}
+        for name in sorted(set(current) - wanted):
+            plan[name] = [("service", "running", None)]
+    return plan
+
+
+def render_plan(plan):
+    """(before, after, summary) texts of planned_changes() for Ansible's --diff and the module's result."""
+    before, after, summary = [], [], {}
+    for name, changes in sorted(plan.items()):
+        for field, old, new in changes:
+            if old is not None:
+                before.append("%s %s: %s\n" % (name, field, json.dumps(old)))
+            if new is not None:
+                after.append("%s %s: %s\n" % (name, field, json.dumps(new)))
+            summary.setdefault(name, []).append("%s: %s -> %s" % (field, json.dumps(old), json.dumps(new)))
+    return "".join(before), "".join(after), summary

@@ -50,8 +50,10 @@ options:
     type: float
     default: 1.0
 notes:
-  - Supports check mode only as a no-op that reports C(changed=false) with a warning; a diff of the specs is not
-    built yet.
+  - Check mode deploys nothing and reports, per service, what the deploy would change - created, removed (with
+    I(prune)), or the fields that differ among image (as written in the Compose file), command, entrypoint,
+    environment, the health check and the replica count. A change in any other field shows only when deployed.
+  - Check mode reads the file through C(docker stack config) (interpolated), or with PyYAML where the CLI lacks it.
 """
 
 EXAMPLES = r"""
@@ -72,10 +74,20 @@ states:
   description: The verdict of each service at the end (converged, pending or failed, with its reason).
   returned: always
   type: dict
+planned:
+  description: In check mode, what the deploy would change, per service (see the notes).
+  returned: check mode
+  type: dict
 """
 
 import json
 import time
+
+try:
+    import yaml
+    HAS_YAML = True
+except ImportError:
+    HAS_YAML = False
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -106,6 +118,18 @@ def observe(module, name):
     return inspects, by_service
 
 
+def compose_services(module, compose_file):
+    """The Compose file's services as `docker stack deploy` reads them: `docker stack config` interpolates
+    and merges; the file itself (PyYAML, from the docker role's packages) where the CLI lacks that command."""
+    rc, out, err = module.run_command(["docker", "stack", "config", "--compose-file", compose_file])
+    if rc != 0:
+        with open(compose_file) as handle:
+            out = handle.read()
+    if not HAS_YAML:
+        module.fail_json(msg="rpa_stack's check mode needs PyYAML on the manager (python3-yaml)")
+    return (yaml.safe_load(out) or {}).get("services") or {}
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -121,8 +145,10 @@ def main():
     p = module.params
     before, _ = observe(module, p["name"])
     if module.check_mode:
-        module.warn("rpa_stack: check mode does not diff the stack's specs yet; nothing was deployed")
-        module.exit_json(changed=False, changed_services=[], states={})
+        plan = rs.planned_changes(p["name"], compose_services(module, p["compose_file"]), before, p["prune"])
+        before_text, after_text, summary = rs.render_plan(plan)
+        module.exit_json(changed=bool(plan), changed_services=sorted(plan), planned=summary, states={},
+                         diff={"before": before_text, "after": after_text})
     specs_before = rs.spec_fingerprints(before)
     # The engine's clock, not the controller's: UpdateStatus.StartedAt comes from the manager.
     deployed_at = time.time() - 1
