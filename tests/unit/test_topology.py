@@ -16,6 +16,7 @@ import pytest
 import yaml
 from ansible.inventory.manager import InventoryManager
 from ansible.parsing.dataloader import DataLoader
+from ansible.vars.manager import VariableManager
 
 from ansible_collections.rpa.engine.plugins.filter import rpa_topology as t
 from conftest import ROOT
@@ -32,8 +33,15 @@ def load(inventory: Path) -> tuple[dict, dict, dict]:
     return groups, addresses, manager.groups["rpa_engine"].get_vars()
 
 
-def settings(group_vars: dict) -> dict:
-    return {"pg_failover": group_vars.get("rpa_pg_failover"), "overlay_encrypted": group_vars.get("rpa_overlay_encrypted")}
+def settings(group_vars: dict, inventory: Path | None = None) -> dict:
+    out = {"pg_failover": group_vars.get("rpa_pg_failover"), "overlay_encrypted": group_vars.get("rpa_overlay_encrypted")}
+    if inventory is not None:
+        # Each host's docker_live_restore as Ansible resolves it (group vars included; the role's default: true).
+        manager = InventoryManager(loader=DataLoader(), sources=[str(inventory)])
+        variables = VariableManager(loader=DataLoader(), inventory=manager)
+        out["live_restore"] = {h.name: variables.get_vars(host=h).get("docker_live_restore", True)
+                               for h in manager.get_hosts()}
+    return out
 
 
 # ------------------------------------------------------------ the inventories of the repository
@@ -55,8 +63,8 @@ def test_the_split_example_is_one_app_host_and_one_db_host():
 
 def test_the_ha_example_has_odd_quorums_and_the_database_apart():
     groups, addresses, group_vars = load(ROOT / "inventory" / "ha")
-    topo = t.rpa_topology(groups, addresses, IMAGE, dict(settings(group_vars), ipsec={"rpa-app-1": True,
-                                                                                      "rpa-app-2": True}))
+    topo = t.rpa_topology(groups, addresses, IMAGE, dict(settings(group_vars, ROOT / "inventory" / "ha"),
+                                                         ipsec={"rpa-app-1": True, "rpa-app-2": True}))
     assert topo["problems"] == []
     assert (topo["shape"], topo["swarm"], topo["patroni"]) == ("ha", True, True)
     assert len(topo["swarm_managers"]) == 3 and len(topo["etcd_cluster"]) == 3
@@ -112,6 +120,12 @@ def test_a_postgres_major_other_than_the_images_is_refused():
     assert [p for p in problems(pg_major=16) if "rpa_pg_major=16 differs" in p and "(17)" in p]
     assert problems(pg_major=17) == []
     assert [p for p in problems(image="registry.example.com/pg@sha256:" + "a" * 64) if "has no version tag" in p]
+
+
+def test_live_restore_on_a_swarm_host_is_refused_naming_it_and_the_variable():
+    found = problems(live_restore={"a1": True, "a2": False, "d2": True})
+    assert [p for p in found if p.startswith("docker_live_restore=true on a1:")], found
+    assert problems(live_restore={"a1": False, "a2": False, "d2": True}) == []
 
 
 def test_an_encrypted_overlay_without_ipsec_is_refused_naming_the_host():

@@ -59,7 +59,8 @@ def rpa_topology(groups: dict, addresses: dict, postgres_image: str, settings: d
     settings (all optional): ``pg_failover`` (bool, default: two or more pg_cluster hosts),
     ``pg_major`` (int, default: the image's), ``edge_upstreams`` (list of addresses Caddy balances
     across when the edge is not an app host), ``allow_db_on_app_hosts`` (bool), ``overlay_encrypted``
-    (bool), ``ipsec`` (``{host: bool}``, the kernel probe's answers).
+    (bool), ``ipsec`` (``{host: bool}``, the kernel probe's answers), ``live_restore`` (``{host: bool}``,
+    each host's docker_live_restore).
     """
     settings = settings or {}
     tiers = {name: _members(groups, name) for name in TIERS}
@@ -120,6 +121,15 @@ def rpa_topology(groups: dict, addresses: dict, postgres_image: str, settings: d
             problems.append(f"rpa_pg_major={wanted} differs from postgres_image's major version ({image}): "
                             "the data moves between them with pg_dump/pg_restore of the same major version; "
                             f"set rpa_pg_major={image}, or change both.")
+    if out["swarm"]:
+        swarm_hosts = set(app) | set(tiers["swarm_managers"])
+        restoring = sorted(h for h, on in (settings.get("live_restore") or {}).items() if on and h in swarm_hosts)
+        if restoring:
+            problems.append(f"docker_live_restore=true on {', '.join(restoring)}: Docker refuses swarm mode on an "
+                            "engine with live-restore (\"--live-restore daemon configuration is incompatible with "
+                            "swarm mode\", seen with docker.io 26.1). Set docker_live_restore=false for the app and "
+                            "swarm_managers hosts: their containers then restart with the engine, and Swarm "
+                            "reschedules them.")
     if out["swarm"] and settings.get("overlay_encrypted"):
         lacking = sorted(h for h, ok in (settings.get("ipsec") or {}).items() if not ok)
         if lacking:
