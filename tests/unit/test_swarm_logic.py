@@ -139,14 +139,6 @@ def test_running_tasks_compare_the_whole_container_spec_not_the_image():
     assert rs.assess(data["service"], data["tasks"], deployed_at=0) == ("pending", "web: update updating")
 
 
-def test_json_lines_and_arrays_are_both_read():
-    assert rs.parse_json_lines('{"a": 1}\n{"a": 2}\n') == [{"a": 1}, {"a": 2}]
-    assert rs.parse_json_lines('[{"a": 1}]') == [{"a": 1}]
-    assert rs.parse_json_lines("") == []
-    with pytest.raises(rs.SwarmError):
-        rs.parse_json_lines("{not json")
-
-
 def test_one_failed_service_fails_the_stack_naming_it():
     verdicts = {"web": ("failed", "web: rolled back"), "api": ("pending", "api: update updating"),
                 "beat": ("converged", "beat: 1 task(s)")}

@@ -64,19 +64,6 @@ def parse_time(text):
     return seconds
 
 
-def parse_json_lines(text):
-    """``docker ... --format '{{json .}}'`` output: one JSON object per line; an array is taken too."""
-    text = (text or "").strip()
-    if not text:
-        return []
-    if text.startswith("["):
-        return json.loads(text)
-    try:
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    except ValueError as exc:
-        raise SwarmError("unreadable JSON lines from docker: %s" % exc)
-
-
 def update_status(inspect):
     """(state, message, started_at) of a service's last update; (None, '', None) before its first."""
     status = inspect.get("UpdateStatus") or {}
