@@ -267,6 +267,8 @@ def cmd_up(args: argparse.Namespace) -> None:
     state = container_state(args.name)
     if state is None:
         forget_offsite_repo(args.name)
+        # A new server starts bare: an engine volume left by a server removed without -v is not reused.
+        docker("volume", "rm", "-f", f"{args.name}-docker", check=False)
         docker("volume", "create", f"{args.name}-docker")
         docker("run", "-d", "--name", args.name, "--hostname", args.name,
                "--label", "org.rpa-engine.testbed=server", *SERVER_RUN_OPTS,
