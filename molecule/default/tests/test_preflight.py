@@ -73,6 +73,7 @@ CASES = [
     # The other alerting refusals (bad email, plain-http webhook, a route to no receiver) are the same
     # check's messages: tests/unit/test_alerting.py proves each.
     ("monitoring_alert_repeat_interval", "1s", "shorter than the group interval (2s here)"),
+    ("monitoring_alert_replication_lag_bytes", 1024, "below one WAL segment"),
     ("caddy_domain", "https://rpa.example.com/", "a URL, not a DNS name"),
     ("caddy_domain", "rpa_engine.example.com", "an underscore is not valid in a DNS name"),
     ("caddy_acme_email", "ops-at-example", "not an email address"),
