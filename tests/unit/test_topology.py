@@ -188,3 +188,79 @@ def test_preflight_reports_every_problem_of_a_broken_inventory_at_once(tmp_path)
         assert words in out, (words, out[-3000:])
     assert "The inventory has the ha shape" not in out
     assert "UNREACHABLE" not in out
+
+
+# ------------------------------------------------------------ the firewall's peer rules (rpa_peer_rules)
+
+def peer_rules(inventory: str, host: str) -> list[dict]:
+    groups, addresses, _ = load(ROOT / inventory)
+    return t.rpa_peer_rules(groups, addresses, host)
+
+
+@pytest.mark.parametrize("inventory", ["inventory/production", "inventory/demo"])
+def test_a_single_host_admits_no_peer(inventory):
+    groups, addresses, _ = load(ROOT / inventory)
+    assert [t.rpa_peer_rules(groups, addresses, h) for h in groups["all"]] == [[] for _ in groups["all"]]
+
+
+def test_the_ha_examples_hosts_admit_exactly_the_peers_of_each_service():
+    swarm = {"tcp": [2377, 7946], "udp": [4789, 7946], "v6": []}
+    assert peer_rules("inventory/ha", "rpa-app-1") == [{"name": "swarm", "v4": ["10.0.0.12", "10.0.0.31"], **swarm}]
+    assert peer_rules("inventory/ha", "rpa-witness") == [
+        {"name": "swarm", "v4": ["10.0.0.11", "10.0.0.12"], **swarm},
+        {"name": "etcd members", "v4": ["10.0.0.21", "10.0.0.22"], "v6": [], "tcp": [2379, 2380], "udp": []},
+        {"name": "etcd clients", "v4": ["10.0.0.21", "10.0.0.22"], "v6": [], "tcp": [2379], "udp": []},
+    ]
+    # A Patroni member: the other member for replication and the REST API, etcd for the witness too; the
+    # app hosts reach none of it (the app's database endpoint comes with the roles that serve it).
+    assert peer_rules("inventory/ha", "rpa-db-1") == [
+        {"name": "etcd members", "v4": ["10.0.0.22", "10.0.0.31"], "v6": [], "tcp": [2379, 2380], "udp": []},
+        {"name": "etcd clients", "v4": ["10.0.0.22"], "v6": [], "tcp": [2379], "udp": []},
+        {"name": "patroni", "v4": ["10.0.0.22"], "v6": [], "tcp": [5432, 8008], "udp": []},
+    ]
+
+
+def test_the_split_examples_hosts_have_no_peer_to_admit_yet():
+    # One app host (no Swarm) and one db host (no Patroni peers, no etcd).
+    assert peer_rules("inventory/split", "rpa-app-1") == [] and peer_rules("inventory/split", "rpa-db-1") == []
+
+
+def test_peer_rules_sort_by_family_skip_the_host_itself_and_unparsable_addresses():
+    groups = {"app": ["a", "b", "c", "d"], "swarm_managers": ["a", "b", "c"]}
+    # d shares a's address (a host listed twice under two names) and must not admit a to itself.
+    addresses = {"a": "10.0.0.1", "b": "fd00::2", "c": "10.0.0", "d": " 10.0.0.1 "}
+    assert t.rpa_peer_rules(groups, addresses, "a") == [
+        {"name": "swarm", "v4": [], "v6": ["fd00::2"], "tcp": [2377, 7946], "udp": [4789, 7946]}]
+    assert t.rpa_peer_rules(groups, addresses, "b")[0]["v4"] == ["10.0.0.1"]
+    assert t.rpa_peer_rules(groups, addresses, "x") == []
+
+
+def render_firewall(rules: list[dict]) -> str:
+    import jinja2
+    template = (ROOT / "roles" / "common" / "templates" / "rpa-firewall.nft.j2").read_text()
+    return jinja2.Environment(trim_blocks=True, lstrip_blocks=False).from_string(template).render(
+        ansible_managed="managed", common_ssh_port=22, common_firewall_allowed_tcp_ports=[80, 443],
+        common_ssh_rate_limit="30/minute", common_ssh_rate_burst=200, common_firewall_container_tcp_ports=[2020],
+        common_firewall_peer_rules=rules)
+
+
+def test_the_firewall_template_admits_each_peer_service_by_family_and_protocol():
+    rules = peer_rules("inventory/ha", "rpa-witness") + [
+        {"name": "six", "v4": [], "v6": ["fd00::1", "fd00::2"], "tcp": [2379], "udp": []}]
+    text = render_firewall(rules)
+    accepts = [line.strip() for line in text.splitlines() if "saddr {" in line]
+    assert accepts == [
+        "ip saddr { 10.0.0.11, 10.0.0.12 } tcp dport { 2377, 7946 } accept",
+        "ip saddr { 10.0.0.11, 10.0.0.12 } udp dport { 4789, 7946 } accept",
+        "ip saddr { 10.0.0.21, 10.0.0.22 } tcp dport { 2379, 2380 } accept",
+        "ip saddr { 10.0.0.21, 10.0.0.22 } tcp dport { 2379 } accept",
+        "ip6 saddr { fd00::1, fd00::2 } tcp dport { 2379 } accept",
+    ]
+    # Inside the input chain, after the public ports and before the chain ends (policy drop).
+    body = text.split("chain input {", 1)[1].split("\n  }", 1)[0]
+    assert all(line in body for line in accepts)
+
+
+def test_the_firewall_template_is_unchanged_for_the_single_host_shape():
+    text = render_firewall([])
+    assert "saddr {" not in text and "the project's own hosts" not in text
