@@ -43,13 +43,14 @@ DEMO_HTTP_PORT := 8880
 DEMO_HTTPS_PORT := 8443
 
 .PHONY: help venv testbed demo-vault demo verify-demo destroy test budget-start lint sanity unit molecule \
-  molecule-converge molecule-verify test-prereqs docs bench-noop
+  molecule-converge molecule-verify molecule-scaleout test-scaleout test-prereqs docs bench-noop
 
 help:
 	@echo "make demo     provision a local simulated server with site.yml (re-run to converge again)"
 	@echo "make destroy  remove the demo server"
 	@echo "make verify-demo  run the Molecule verify tests against the demo server"
 	@echo "make test     yamllint, ansible-lint, ansible-test sanity, unit tests, Molecule (create/converge/idempotence/verify/destroy)"
+	@echo "make test-scaleout  the scale-out scenario alone (three servers: firewall peers, Docker, Swarm)"
 	@echo "make sanity   ansible-test sanity on the local collection rpa.engine (part of make lint)"
 	@echo "make docs     regenerate the README's variable tables from meta/argument_specs.yml"
 
@@ -121,7 +122,7 @@ molecule: molecule-converge molecule-verify
 MOLECULE_DEPS := venv $(if $(RPA_TESTBED_READY),,testbed)
 molecule-converge: $(MOLECULE_DEPS)
 	mkdir -p $(REPORTS)
-	python3 tools/demo_vault.py --molecule
+	$(if $(RPA_TESTBED_READY),,python3 tools/demo_vault.py --molecule)
 	$(MOLECULE) "molecule: destroy (old)" -- molecule destroy
 	$(MOLECULE) "molecule: syntax" -- molecule syntax
 	$(MOLECULE) "molecule: create" -- molecule create
@@ -133,9 +134,24 @@ molecule-verify: $(MOLECULE_DEPS)
 	$(MOLECULE) "molecule: verify" -- molecule verify
 	$(MOLECULE) "molecule: destroy" -- molecule destroy
 
+# The scale-out scenario (issue 21): three servers, playbooks/scaleout.yml. Inside `make test` it runs
+# beside the default scenario's create and converge; alone: `make test-scaleout`.
+SCALEOUT := ANSIBLE_VAULT_IDENTITY_LIST=$(MOLECULE_VAULT_ID) $(TIMED)
+molecule-scaleout: $(MOLECULE_DEPS)
+	mkdir -p $(REPORTS)
+	test -f .cache/molecule/vault-pass || python3 tools/demo_vault.py --molecule
+	$(SCALEOUT) "scaleout: destroy (old)" -- molecule destroy -s scaleout
+	$(SCALEOUT) "scaleout: create" -- molecule create -s scaleout
+	$(SCALEOUT) "scaleout: converge" -- molecule converge -s scaleout
+	$(SCALEOUT) "scaleout: idempotence" -- molecule idempotence -s scaleout
+	$(SCALEOUT) "scaleout: verify" -- molecule verify -s scaleout
+	$(SCALEOUT) "scaleout: destroy" -- molecule destroy -s scaleout
+
+test-scaleout: test-prereqs demo-vault molecule-scaleout
+
 budget-start:
 	mkdir -p $(REPORTS)
-	rm -f $(RPA_PHASES) $(REPORTS)/*.xml $(CHECKS_LOG)
+	rm -f $(RPA_PHASES) $(REPORTS)/*.xml $(CHECKS_LOG) $(SCALEOUT_LOG)
 	date +%s > $(REPORTS)/started
 
 # Lint and the unit tests (CPU, about 1.5 min) run beside Molecule's create and converge (mostly
@@ -143,6 +159,7 @@ budget-start:
 # want the machine to themselves. Their output follows the converge's; either failing stops the run
 # before verify, as it did when they ran first. The budget table's total is the wall time.
 CHECKS_LOG := $(REPORTS)/lint-unit.log
+SCALEOUT_LOG := $(REPORTS)/scaleout.log
 TESTBED_LOG := $(REPORTS)/testbed.log
 # The test bed (engine, images, service containers) is readied beside the venv's pip install; only one
 # of them may use apt at a time, so python3-venv comes first.
@@ -157,12 +174,17 @@ test-prereqs:
 	exit $$(( venv_rc || bed_rc ))
 
 test: budget-start test-prereqs demo-vault
-	@checks_rc=0; converge_rc=0; verify_rc=0; \
-	echo "make test: lint and unit tests run beside Molecule's create and converge (output below, after it)"; \
+	@checks_rc=0; converge_rc=0; verify_rc=0; scaleout_rc=0; \
+	echo "make test: lint, unit tests and the scale-out scenario run beside Molecule's create and converge (output below, after it)"; \
+	python3 tools/demo_vault.py --molecule; \
 	$(MAKE) --no-print-directory lint unit > $(CHECKS_LOG) 2>&1 & checks=$$!; \
+	$(MAKE) --no-print-directory molecule-scaleout RPA_TESTBED_READY=1 > $(SCALEOUT_LOG) 2>&1 & scaleout=$$!; \
 	$(MAKE) --no-print-directory molecule-converge RPA_TESTBED_READY=1 || converge_rc=$$?; \
 	wait $$checks || checks_rc=$$?; \
+	wait $$scaleout || scaleout_rc=$$?; \
 	echo "---- lint and unit tests (exit $$checks_rc) ----"; cat $(CHECKS_LOG); echo "----"; \
+	echo "---- scale-out scenario (exit $$scaleout_rc) ----"; cat $(SCALEOUT_LOG); echo "----"; \
+	checks_rc=$$(( checks_rc || scaleout_rc )); \
 	if [ $$checks_rc -eq 0 ] && [ $$converge_rc -eq 0 ]; then \
 	  $(MAKE) --no-print-directory molecule-verify RPA_TESTBED_READY=1 || verify_rc=$$?; \
 	else echo "make test: lint/unit exit $$checks_rc, converge exit $$converge_rc: verify not run"; fi; \

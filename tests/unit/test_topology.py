@@ -264,3 +264,10 @@ def test_the_firewall_template_admits_each_peer_service_by_family_and_protocol()
 def test_the_firewall_template_is_unchanged_for_the_single_host_shape():
     text = render_firewall([])
     assert "saddr {" not in text and "the project's own hosts" not in text
+
+
+def test_hosts_in_networks_finds_an_address_inside_a_pool_of_its_family_only():
+    addresses = {"a": "10.200.3.4", "b": "10.0.0.11", "c": "fd00::1", "d": "", "e": "10.200.0"}
+    assert t.rpa_hosts_in_networks(addresses, ["10.200.0.0/16", "fd00::/8", "bogus"]) == ["a", "c"]
+    assert t.rpa_hosts_in_networks(addresses, ["10.0.0.0/8"]) == ["a", "b"]
+    assert t.rpa_hosts_in_networks(addresses, []) == []

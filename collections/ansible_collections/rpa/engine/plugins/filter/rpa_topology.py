@@ -175,6 +175,26 @@ def rpa_peer_rules(groups: dict, addresses: dict, host: str) -> list[dict]:
     return rules
 
 
+def rpa_hosts_in_networks(addresses: dict, networks: list) -> list[str]:
+    """The hosts whose address lies in one of ``networks`` (CIDR), sorted. Unparsable values are skipped:
+    the checks that own them name them."""
+    parsed = []
+    for net in networks or []:
+        try:
+            parsed.append(ipaddress.ip_network(str(net), strict=False))
+        except ValueError:
+            continue
+    found = []
+    for host, value in (addresses or {}).items():
+        if not _address(value):
+            continue
+        address = ipaddress.ip_address(str(value).strip())
+        if any(address.version == net.version and address in net for net in parsed):
+            found.append(host)
+    return sorted(found)
+
+
 class FilterModule:
     def filters(self):
-        return {"rpa_topology": rpa_topology, "rpa_peer_rules": rpa_peer_rules}
+        return {"rpa_topology": rpa_topology, "rpa_peer_rules": rpa_peer_rules,
+                "rpa_hosts_in_networks": rpa_hosts_in_networks}

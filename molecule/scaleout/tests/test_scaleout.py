@@ -1,0 +1,120 @@
+"""Several servers (issue 21): what playbooks/scaleout.yml builds, checked on the three converged servers -
+the Swarm formed from the groups (three managers, the witness drained, every node labelled), and a
+firewall that admits each peer service's port from the peers' private addresses and from nobody else.
+
+Commands run over SSH with the test bed's key (one multiplexed connection per server); probes of the
+firewall are TCP connects from inside a server (a peer) and from this controller (not a peer): a port the
+firewall admits but where nothing listens answers "refused", a dropped one never answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+KEY = ROOT / ".testbed" / "ssh" / "id_ed25519"
+os.makedirs(os.path.expanduser("~/.ansible/cp"), mode=0o700, exist_ok=True)
+
+PROBE = r"""
+import socket, sys
+for target in sys.argv[1:]:
+    address, port = target.rsplit(":", 1)
+    s = socket.socket(); s.settimeout(2)
+    try:
+        s.connect((address, int(port))); print(target, "open")
+    except ConnectionRefusedError:
+        print(target, "refused")
+    except OSError:
+        print(target, "silent")
+    finally:
+        s.close()
+"""
+
+
+def servers() -> dict[str, dict]:
+    config = yaml.safe_load(Path(os.environ["MOLECULE_INSTANCE_CONFIG"]).read_text())
+    return {entry["instance"]: entry for entry in config}
+
+
+def address(name: str) -> str:
+    return subprocess.run(["docker", "inspect", "--format", "{{.NetworkSettings.IPAddress}}", name],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def ssh(name: str, command: str, stdin: str = "") -> str:
+    entry = servers()[name]
+    argv = ["ssh", "-i", str(KEY), "-p", str(entry["port"]), "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+            "-o", "ControlMaster=auto", "-o", f"ControlPath={os.path.expanduser('~/.ansible/cp')}/so-%p",
+            "-o", "ControlPersist=60", "root@127.0.0.1", command]
+    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"{name}: {command}: {proc.stdout}{proc.stderr}"
+    return proc.stdout
+
+
+def probe_from(name: str, targets: list[str]) -> dict[str, str]:
+    out = ssh(name, "python3 - " + " ".join(targets), stdin=PROBE)
+    return dict(line.split() for line in out.splitlines())
+
+
+def probe_here(target: str) -> str:
+    host, port = target.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return "open"
+    except ConnectionRefusedError:
+        return "refused"
+    except OSError:
+        return "silent"
+
+
+@pytest.fixture(scope="module")
+def nodes() -> dict[str, dict]:
+    ids = ssh("rpa-so-1", "docker node ls --quiet").split()
+    inspected = json.loads(ssh("rpa-so-1", "docker node inspect " + " ".join(ids)))
+    return {n["Description"]["Hostname"]: n for n in inspected}
+
+
+def test_the_swarm_has_three_reachable_managers_and_the_witness_runs_no_task(nodes):
+    assert sorted(nodes) == ["rpa-so-1", "rpa-so-2", "rpa-so-3"]
+    for name, node in nodes.items():
+        assert node["Spec"]["Role"] == "manager", (name, node["Spec"])
+        assert node["Status"]["State"] == "ready", (name, node["Status"])
+        assert node["ManagerStatus"]["Reachability"] == "reachable", (name, node["ManagerStatus"])
+        # Each advertises its private address (its address on the test bed's bridge).
+        assert node["ManagerStatus"]["Addr"] == f"{address(name)}:2377", (name, node["ManagerStatus"])
+    assert {n: node["Spec"]["Availability"] for n, node in nodes.items()} == \
+        {"rpa-so-1": "active", "rpa-so-2": "active", "rpa-so-3": "drain"}
+    assert [n for n, node in nodes.items() if node["ManagerStatus"].get("Leader")] == ["rpa-so-1"]
+
+
+def test_every_node_is_labelled_from_its_groups(nodes):
+    labels = {n: node["Spec"].get("Labels") or {} for n, node in nodes.items()}
+    assert labels == {
+        "rpa-so-1": {f"rpa.{g}": "true" for g in ("app", "edge", "swarm_managers", "pg_cluster", "etcd_cluster")},
+        "rpa-so-2": {f"rpa.{g}": "true" for g in ("app", "swarm_managers", "pg_cluster", "etcd_cluster")},
+        "rpa-so-3": {f"rpa.{g}": "true" for g in ("swarm_managers", "etcd_cluster", "redis_host", "witness")},
+    }
+
+
+def test_the_firewall_admits_each_peer_service_from_its_peers_only():
+    so1, so2, so3 = (address(n) for n in ("rpa-so-1", "rpa-so-2", "rpa-so-3"))
+    # From a peer: Swarm's port answers; etcd's and Patroni's are admitted where the peer belongs to their
+    # groups (nothing listens there yet: refused, not silent); Postgres on the witness (not a pg_cluster
+    # host) stays dropped even for a peer.
+    assert probe_from("rpa-so-2", [f"{so1}:2377", f"{so1}:8008", f"{so1}:5432", f"{so3}:2379", f"{so3}:2380",
+                                   f"{so3}:8008", f"{so3}:5432"]) == {
+        f"{so1}:2377": "open", f"{so1}:8008": "refused", f"{so1}:5432": "refused", f"{so3}:2379": "refused",
+        f"{so3}:2380": "refused", f"{so3}:8008": "silent", f"{so3}:5432": "silent"}
+    # The witness is an etcd peer of so-1 but not a Patroni peer.
+    assert probe_from("rpa-so-3", [f"{so1}:2379", f"{so1}:8008", f"{so1}:5432", f"{so1}:7946"]) == {
+        f"{so1}:2379": "refused", f"{so1}:8008": "silent", f"{so1}:5432": "silent", f"{so1}:7946": "open"}
+    # From this controller (the bridge's gateway, not a tier host): every peer port is dropped; SSH is not.
+    assert {t: probe_here(t) for t in (f"{so1}:2377", f"{so1}:7946", f"{so3}:2379", f"{so1}:22")} == {
+        f"{so1}:2377": "silent", f"{so1}:7946": "silent", f"{so3}:2379": "silent", f"{so1}:22": "open"}
