@@ -140,6 +140,7 @@ SCALEOUT := ANSIBLE_VAULT_IDENTITY_LIST=$(MOLECULE_VAULT_ID) $(TIMED)
 molecule-scaleout: $(MOLECULE_DEPS)
 	mkdir -p $(REPORTS)
 	test -f .cache/molecule/vault-pass || python3 tools/demo_vault.py --molecule
+	mkdir -p -m 0700 .cache/scaleout/host_vars
 	$(SCALEOUT) "scaleout: destroy (old)" -- molecule destroy -s scaleout
 	$(SCALEOUT) "scaleout: create" -- molecule create -s scaleout
 	$(SCALEOUT) "scaleout: converge" -- molecule converge -s scaleout

@@ -118,3 +118,21 @@ def test_the_firewall_admits_each_peer_service_from_its_peers_only():
     # From this controller (the bridge's gateway, not a tier host): every peer port is dropped; SSH is not.
     assert {t: probe_here(t) for t in (f"{so1}:2377", f"{so1}:7946", f"{so3}:2379", f"{so1}:22")} == {
         f"{so1}:2377": "silent", f"{so1}:7946": "silent", f"{so3}:2379": "silent", f"{so1}:22": "open"}
+
+
+def test_bad_swarm_input_is_refused_by_name_before_anything_changes():
+    """One run of playbooks/scaleout.yml with an overlay pool that holds the hosts' own addresses (the test
+    bed's bridge, 172.17.0.0/16) and an advertise address that is no address: the preflight stops every
+    host, naming both variables, and no task changes anything."""
+    inventory = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run(["ansible-playbook", "playbooks/scaleout.yml", "-i", str(inventory),
+                           "-e", '{"swarm_address_pool": ["172.16.0.0/12"], "swarm_advertise_address": "10.0.0"}'],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0, out[-3000:]
+    assert "swarm_address_pool [\"172.16.0.0/12\"] holds the private address of rpa-so-1, rpa-so-2, rpa-so-3" in out, \
+        out[-3000:]
+    assert 'swarm_advertise_address="10.0.0" must be this host\'s address' in out, out[-3000:]
+    assert "swarm : Ensure the swarm role's input is valid" in out and "changed=0" in out and " changed=1" not in out, out[-3000:]
+    assert "Apply the common role" not in out, out[-3000:]
