@@ -34,7 +34,7 @@ def load(inventory: Path) -> tuple[dict, dict, dict]:
 
 
 def settings(group_vars: dict, inventory: Path | None = None) -> dict:
-    out = {"pg_failover": group_vars.get("rpa_pg_failover"), "overlay_encrypted": group_vars.get("rpa_overlay_encrypted")}
+    out = {"pg_failover": group_vars.get("rpa_pg_failover")}
     if inventory is not None:
         # Each host's docker_live_restore as Ansible resolves it (group vars included; the role's default: true).
         manager = InventoryManager(loader=DataLoader(), sources=[str(inventory)])
@@ -126,12 +126,6 @@ def test_live_restore_on_a_swarm_host_is_refused_naming_it_and_the_variable():
     found = problems(live_restore={"a1": True, "a2": False, "d2": True})
     assert [p for p in found if p.startswith("docker_live_restore=true on a1:")], found
     assert problems(live_restore={"a1": False, "a2": False, "d2": True}) == []
-
-
-def test_an_encrypted_overlay_without_ipsec_is_refused_naming_the_host():
-    found = problems(overlay_encrypted=True, ipsec={"a1": True, "a2": False})
-    assert [p for p in found if "rpa_overlay_encrypted=true" in p and "a2" in p and "a1," not in p], found
-    assert problems(overlay_encrypted=False, ipsec={"a2": False}) == []
 
 
 @pytest.mark.parametrize(("image", "major"), [("postgres:17.2-bookworm", 17), ("postgres:16", 16),

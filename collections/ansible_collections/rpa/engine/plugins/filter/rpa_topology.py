@@ -58,9 +58,9 @@ def rpa_topology(groups: dict, addresses: dict, postgres_image: str, settings: d
     groups: Ansible's ``groups``. addresses: ``{host: rpa_private_address}`` of the tier hosts.
     settings (all optional): ``pg_failover`` (bool, default: two or more pg_cluster hosts),
     ``pg_major`` (int, default: the image's), ``edge_upstreams`` (list of addresses Caddy balances
-    across when the edge is not an app host), ``allow_db_on_app_hosts`` (bool), ``overlay_encrypted``
-    (bool), ``ipsec`` (``{host: bool}``, the kernel probe's answers), ``live_restore`` (``{host: bool}``,
-    each host's docker_live_restore).
+    across when the edge is not an app host), ``allow_db_on_app_hosts`` (bool), ``live_restore``
+    (``{host: bool}``, each host's docker_live_restore). An encrypted overlay on a kernel without IPsec
+    is the swarm role's preflight's to refuse: only a probe on the host can tell.
     """
     settings = settings or {}
     tiers = {name: _members(groups, name) for name in TIERS}
@@ -130,12 +130,6 @@ def rpa_topology(groups: dict, addresses: dict, postgres_image: str, settings: d
                             "swarm mode\", seen with docker.io 26.1). Set docker_live_restore=false for the app and "
                             "swarm_managers hosts: their containers then restart with the engine, and Swarm "
                             "reschedules them.")
-    if out["swarm"] and settings.get("overlay_encrypted"):
-        lacking = sorted(h for h, ok in (settings.get("ipsec") or {}).items() if not ok)
-        if lacking:
-            problems.append(f"rpa_overlay_encrypted=true, but the kernel of {', '.join(lacking)} has no IPsec "
-                            "(xfrm/esp4): an encrypted overlay network would carry no traffic. Use a kernel "
-                            "with it, or set rpa_overlay_encrypted=false on a trusted private network.")
     return out
 
 
