@@ -174,7 +174,7 @@ def test_the_overlay_network_carries_traffic_between_hosts_through_the_firewall(
         ip = ssh("rpa-so-1", "docker inspect --format "
                              f"'{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}' rpa-overlay-probe").strip()
         assert ip.startswith("10.200."), ip  # a subnet of swarm_address_pool
-        reply = ssh("rpa-so-2", f"docker run --rm --network {network} {image} redis-cli -h {ip} ping")
+        reply = ssh("rpa-so-2", f"docker run --rm --network {network} {image} timeout 15 redis-cli -h {ip} ping")
         assert reply.strip() == "PONG", reply
     finally:
         ssh("rpa-so-1", "docker rm -f rpa-overlay-probe >/dev/null 2>&1 || true")
