@@ -179,7 +179,7 @@ test: budget-start test-prereqs demo-vault
 	echo "make test: lint, unit tests and the scale-out scenario run beside Molecule's create and converge (output below, after it)"; \
 	python3 tools/demo_vault.py --molecule; \
 	$(MAKE) --no-print-directory lint unit > $(CHECKS_LOG) 2>&1 & checks=$$!; \
-	$(MAKE) --no-print-directory molecule-scaleout RPA_TESTBED_READY=1 > $(SCALEOUT_LOG) 2>&1 & scaleout=$$!; \
+	nice -n 10 $(MAKE) --no-print-directory molecule-scaleout RPA_TESTBED_READY=1 > $(SCALEOUT_LOG) 2>&1 & scaleout=$$!; \
 	$(MAKE) --no-print-directory molecule-converge RPA_TESTBED_READY=1 || converge_rc=$$?; \
 	wait $$checks || checks_rc=$$?; \
 	wait $$scaleout || scaleout_rc=$$?; \

@@ -198,19 +198,19 @@ def test_a_single_host_admits_no_peer(inventory):
 
 
 def test_the_ha_examples_hosts_admit_exactly_the_peers_of_each_service():
-    swarm = {"tcp": [2377, 7946], "udp": [4789, 7946], "v6": []}
+    swarm = {"tcp": [2377, 7946], "udp": [4789, 7946], "v6": [], "protocols": ["esp"]}
     assert peer_rules("inventory/ha", "rpa-app-1") == [{"name": "swarm", "v4": ["10.0.0.12", "10.0.0.31"], **swarm}]
     assert peer_rules("inventory/ha", "rpa-witness") == [
         {"name": "swarm", "v4": ["10.0.0.11", "10.0.0.12"], **swarm},
-        {"name": "etcd members", "v4": ["10.0.0.21", "10.0.0.22"], "v6": [], "tcp": [2379, 2380], "udp": []},
-        {"name": "etcd clients", "v4": ["10.0.0.21", "10.0.0.22"], "v6": [], "tcp": [2379], "udp": []},
+        {"name": "etcd members", "v4": ["10.0.0.21", "10.0.0.22"], "v6": [], "tcp": [2379, 2380], "udp": [], "protocols": []},
+        {"name": "etcd clients", "v4": ["10.0.0.21", "10.0.0.22"], "v6": [], "tcp": [2379], "udp": [], "protocols": []},
     ]
     # A Patroni member: the other member for replication and the REST API, etcd for the witness too; the
     # app hosts reach none of it (the app's database endpoint comes with the roles that serve it).
     assert peer_rules("inventory/ha", "rpa-db-1") == [
-        {"name": "etcd members", "v4": ["10.0.0.22", "10.0.0.31"], "v6": [], "tcp": [2379, 2380], "udp": []},
-        {"name": "etcd clients", "v4": ["10.0.0.22"], "v6": [], "tcp": [2379], "udp": []},
-        {"name": "patroni", "v4": ["10.0.0.22"], "v6": [], "tcp": [5432, 8008], "udp": []},
+        {"name": "etcd members", "v4": ["10.0.0.22", "10.0.0.31"], "v6": [], "tcp": [2379, 2380], "udp": [], "protocols": []},
+        {"name": "etcd clients", "v4": ["10.0.0.22"], "v6": [], "tcp": [2379], "udp": [], "protocols": []},
+        {"name": "patroni", "v4": ["10.0.0.22"], "v6": [], "tcp": [5432, 8008], "udp": [], "protocols": []},
     ]
 
 
@@ -224,7 +224,7 @@ def test_peer_rules_sort_by_family_skip_the_host_itself_and_unparsable_addresses
     # d shares a's address (a host listed twice under two names) and must not admit a to itself.
     addresses = {"a": "10.0.0.1", "b": "fd00::2", "c": "10.0.0", "d": " 10.0.0.1 "}
     assert t.rpa_peer_rules(groups, addresses, "a") == [
-        {"name": "swarm", "v4": [], "v6": ["fd00::2"], "tcp": [2377, 7946], "udp": [4789, 7946]}]
+        {"name": "swarm", "v4": [], "v6": ["fd00::2"], "tcp": [2377, 7946], "udp": [4789, 7946], "protocols": ["esp"]}]
     assert t.rpa_peer_rules(groups, addresses, "b")[0]["v4"] == ["10.0.0.1"]
     assert t.rpa_peer_rules(groups, addresses, "x") == []
 
@@ -240,12 +240,13 @@ def render_firewall(rules: list[dict]) -> str:
 
 def test_the_firewall_template_admits_each_peer_service_by_family_and_protocol():
     rules = peer_rules("inventory/ha", "rpa-witness") + [
-        {"name": "six", "v4": [], "v6": ["fd00::1", "fd00::2"], "tcp": [2379], "udp": []}]
+        {"name": "six", "v4": [], "v6": ["fd00::1", "fd00::2"], "tcp": [2379], "udp": [], "protocols": []}]
     text = render_firewall(rules)
     accepts = [line.strip() for line in text.splitlines() if "saddr {" in line]
     assert accepts == [
         "ip saddr { 10.0.0.11, 10.0.0.12 } tcp dport { 2377, 7946 } accept",
         "ip saddr { 10.0.0.11, 10.0.0.12 } udp dport { 4789, 7946 } accept",
+        "ip saddr { 10.0.0.11, 10.0.0.12 } meta l4proto { esp } accept",
         "ip saddr { 10.0.0.21, 10.0.0.22 } tcp dport { 2379, 2380 } accept",
         "ip saddr { 10.0.0.21, 10.0.0.22 } tcp dport { 2379 } accept",
         "ip6 saddr { fd00::1, fd00::2 } tcp dport { 2379 } accept",

@@ -203,3 +203,16 @@ def test_etcd_has_a_member_per_host_on_its_private_address_and_keeps_writing_wit
         assert etcdctl("rpa-so-3", "get --print-value-only /rpa-test/quorum").strip() == "kept"
     finally:
         etcdctl("rpa-so-1", "del /rpa-test/quorum")
+
+
+def test_check_mode_on_the_converged_servers_reports_nothing_to_change():
+    """playbooks/scaleout.yml --check --diff after the converge: every host ok, nothing changed - the Swarm's
+    join and node updates, etcd's configuration and the peer firewall all read as converged."""
+    inventory = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run(["ansible-playbook", "playbooks/scaleout.yml", "-i", str(inventory), "--check", "--diff"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    recaps = {line.split()[0]: line for line in proc.stdout.splitlines() if line.startswith("rpa-so-")}
+    assert sorted(recaps) == ["rpa-so-1", "rpa-so-2", "rpa-so-3"], proc.stdout[-2000:]
+    assert all(" changed=0 " in line and " failed=0 " in line for line in recaps.values()), recaps

@@ -134,24 +134,25 @@ def rpa_topology(groups: dict, addresses: dict, postgres_image: str, settings: d
 
 
 # What the tier hosts say to each other, by the group that listens: (name, listening group, client groups,
-# TCP ports, UDP ports). Swarm: 2377 (managers' Raft and joins), 7946 (gossip, both protocols), 4789 (the
-# VXLAN overlay). etcd: 2380 between members, 2379 for its clients (Patroni on the pg_cluster hosts).
-# Patroni: its REST API (8008) and PostgreSQL's replication connections (5432) between members.
+# TCP ports, UDP ports, other IP protocols). Swarm: 2377 (managers' Raft and joins), 7946 (gossip, both
+# protocols), 4789 (the VXLAN overlay) and ESP (IP protocol 50), which carries the VXLAN packets of an
+# encrypted overlay instead. etcd: 2380 between members, 2379 for its clients (Patroni on the pg_cluster
+# hosts). Patroni: its REST API (8008) and PostgreSQL's replication connections (5432) between members.
 PEER_SERVICES = (
-    ("swarm", ("app", "swarm_managers"), ("app", "swarm_managers"), (2377, 7946), (4789, 7946)),
-    ("etcd members", ("etcd_cluster",), ("etcd_cluster",), (2379, 2380), ()),
-    ("etcd clients", ("etcd_cluster",), ("pg_cluster",), (2379,), ()),
-    ("patroni", ("pg_cluster",), ("pg_cluster",), (5432, 8008), ()),
+    ("swarm", ("app", "swarm_managers"), ("app", "swarm_managers"), (2377, 7946), (4789, 7946), ("esp",)),
+    ("etcd members", ("etcd_cluster",), ("etcd_cluster",), (2379, 2380), (), ()),
+    ("etcd clients", ("etcd_cluster",), ("pg_cluster",), (2379,), (), ()),
+    ("patroni", ("pg_cluster",), ("pg_cluster",), (5432, 8008), (), ()),
 )
 
 
 def rpa_peer_rules(groups: dict, addresses: dict, host: str) -> list[dict]:
-    """The firewall's peer rules for ``host``: ``[{name, v4, v6, tcp, udp}]``, one per service it listens
+    """The firewall's peer rules for ``host``: ``[{name, v4, v6, tcp, udp, protocols}]``, one per service it listens
     for, admitting only the other tier hosts that talk to it, by their ``rpa_private_address``. Empty for
     the single-host shape (no tier groups) and for a host that listens for nobody. Unparsable addresses
     are left out here; the shape's preflight refuses them by name."""
     rules = []
-    for name, listeners, clients, tcp, udp in PEER_SERVICES:
+    for name, listeners, clients, tcp, udp, protocols in PEER_SERVICES:
         if host not in {h for g in listeners for h in _members(groups, g)}:
             continue
         peers = sorted({h for g in clients for h in _members(groups, g)} - {host})
@@ -165,7 +166,8 @@ def rpa_peer_rules(groups: dict, addresses: dict, host: str) -> list[dict]:
             found[ipaddress.ip_address(str(own).strip()).version].discard(ipaddress.ip_address(str(own).strip()))
         if found[4] or found[6]:
             rules.append({"name": name, "v4": [str(a) for a in sorted(found[4])],
-                          "v6": [str(a) for a in sorted(found[6])], "tcp": list(tcp), "udp": list(udp)})
+                          "v6": [str(a) for a in sorted(found[6])], "tcp": list(tcp), "udp": list(udp),
+                          "protocols": list(protocols)})
     return rules
 
 
