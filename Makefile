@@ -136,17 +136,16 @@ molecule-verify: $(MOLECULE_DEPS)
 
 # The scale-out scenario (issue 21): three servers, playbooks/scaleout.yml. Inside `make test` it runs
 # beside the default scenario's create and converge; alone: `make test-scaleout`.
-SCALEOUT := ANSIBLE_VAULT_IDENTITY_LIST=$(MOLECULE_VAULT_ID) $(TIMED)
 molecule-scaleout: $(MOLECULE_DEPS)
 	mkdir -p $(REPORTS)
 	test -f .cache/molecule/vault-pass || python3 tools/demo_vault.py --molecule
 	mkdir -p -m 0700 .cache/scaleout/host_vars
-	$(SCALEOUT) "scaleout: destroy (old)" -- molecule destroy -s scaleout
-	$(SCALEOUT) "scaleout: create" -- molecule create -s scaleout
-	$(SCALEOUT) "scaleout: converge" -- molecule converge -s scaleout
-	$(SCALEOUT) "scaleout: idempotence" -- molecule idempotence -s scaleout
-	$(SCALEOUT) "scaleout: verify" -- molecule verify -s scaleout
-	$(SCALEOUT) "scaleout: destroy" -- molecule destroy -s scaleout
+	$(MOLECULE) "scaleout: destroy (old)" -- molecule destroy -s scaleout
+	$(MOLECULE) "scaleout: create" -- molecule create -s scaleout
+	$(MOLECULE) "scaleout: converge" -- molecule converge -s scaleout
+	$(MOLECULE) "scaleout: idempotence" -- molecule idempotence -s scaleout
+	$(MOLECULE) "scaleout: verify" -- molecule verify -s scaleout
+	$(MOLECULE) "scaleout: destroy" -- molecule destroy -s scaleout
 
 test-scaleout: test-prereqs demo-vault molecule-scaleout
 

@@ -63,8 +63,7 @@ def test_the_split_example_is_one_app_host_and_one_db_host():
 
 def test_the_ha_example_has_odd_quorums_and_the_database_apart():
     groups, addresses, group_vars = load(ROOT / "inventory" / "ha")
-    topo = t.rpa_topology(groups, addresses, IMAGE, dict(settings(group_vars, ROOT / "inventory" / "ha"),
-                                                         ipsec={"rpa-app-1": True, "rpa-app-2": True}))
+    topo = t.rpa_topology(groups, addresses, IMAGE, settings(group_vars, ROOT / "inventory" / "ha"))
     assert topo["problems"] == []
     assert (topo["shape"], topo["swarm"], topo["patroni"]) == ("ha", True, True)
     assert len(topo["swarm_managers"]) == 3 and len(topo["etcd_cluster"]) == 3
