@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parents[3]
-KEY = ROOT / ".testbed" / "ssh" / "id_ed25519"
-os.makedirs(os.path.expanduser("~/.ansible/cp"), mode=0o700, exist_ok=True)
+from conftest import KEY, ROOT, address, servers, ssh
 
 PROBE = r"""
 import socket, sys
@@ -35,27 +33,6 @@ for target in sys.argv[1:]:
     finally:
         s.close()
 """
-
-
-def servers() -> dict[str, dict]:
-    config = yaml.safe_load(Path(os.environ["MOLECULE_INSTANCE_CONFIG"]).read_text())
-    return {entry["instance"]: entry for entry in config}
-
-
-def address(name: str) -> str:
-    return subprocess.run(["docker", "inspect", "--format", "{{.NetworkSettings.IPAddress}}", name],
-                          check=True, capture_output=True, text=True).stdout.strip()
-
-
-def ssh(name: str, command: str, stdin: str = "") -> str:
-    entry = servers()[name]
-    argv = ["ssh", "-i", str(KEY), "-p", str(entry["port"]), "-o", "BatchMode=yes",
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-            "-o", "ControlMaster=auto", "-o", f"ControlPath={os.path.expanduser('~/.ansible/cp')}/so-%p",
-            "-o", "ControlPersist=60", "root@127.0.0.1", command]
-    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"{name}: {command}: {proc.stdout}{proc.stderr}"
-    return proc.stdout
 
 
 def probe_from(name: str, targets: list[str]) -> dict[str, str]:
@@ -105,47 +82,52 @@ def test_every_node_is_labelled_from_its_groups(nodes):
 
 def test_the_firewall_admits_each_peer_service_from_its_peers_only():
     so1, so2, so3 = (address(n) for n in ("rpa-so-1", "rpa-so-2", "rpa-so-3"))
-    # From a peer: Swarm's and etcd's ports answer; Patroni's and Postgres' are admitted where the peer is a
-    # pg_cluster host too (nothing listens there yet: refused, not silent); the witness (not a pg_cluster
-    # host) drops them even for a peer.
+    # From a peer: Swarm's and etcd's ports answer, and Patroni's and Postgres' where the peer is a pg_cluster
+    # host too; the witness (not a pg_cluster host) drops them even for a peer, and runs neither.
     assert probe_from("rpa-so-2", [f"{so1}:2377", f"{so1}:8008", f"{so1}:5432", f"{so3}:2379", f"{so3}:2380",
                                    f"{so3}:8008", f"{so3}:5432"]) == {
-        f"{so1}:2377": "open", f"{so1}:8008": "refused", f"{so1}:5432": "refused", f"{so3}:2379": "open",
+        f"{so1}:2377": "open", f"{so1}:8008": "open", f"{so1}:5432": "open", f"{so3}:2379": "open",
         f"{so3}:2380": "open", f"{so3}:8008": "silent", f"{so3}:5432": "silent"}
     # The witness is an etcd peer of so-1 but not a Patroni peer.
     assert probe_from("rpa-so-3", [f"{so1}:2379", f"{so1}:8008", f"{so1}:5432", f"{so1}:7946"]) == {
         f"{so1}:2379": "open", f"{so1}:8008": "silent", f"{so1}:5432": "silent", f"{so1}:7946": "open"}
     # From this controller (the bridge's gateway, not a tier host): every peer port is dropped; SSH is not.
-    assert {t: probe_here(t) for t in (f"{so1}:2377", f"{so1}:7946", f"{so3}:2379", f"{so3}:2380", f"{so1}:22")} == {
+    assert {t: probe_here(t) for t in (f"{so1}:2377", f"{so1}:7946", f"{so3}:2379", f"{so3}:2380", f"{so1}:5432",
+                                       f"{so1}:8008", f"{so1}:22")} == {
         f"{so1}:2377": "silent", f"{so1}:7946": "silent", f"{so3}:2379": "silent", f"{so3}:2380": "silent",
+        f"{so1}:5432": "silent", f"{so1}:8008": "silent",
         f"{so1}:22": "open"}
 
 
 def test_bad_swarm_input_is_refused_by_name_before_anything_changes():
     """One run of playbooks/scaleout.yml with an overlay pool that holds the hosts' own addresses (the test
-    bed's bridge, 172.17.0.0/16) and an advertise address that is no address: the preflight stops every
-    host, naming both variables, and no task changes anything."""
+    bed's bridge, 172.17.0.0/16), an advertise address that is no address and a Patroni leader lock too
+    short: the preflight stops every host, naming each variable, and no task changes anything."""
     inventory = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     proc = subprocess.run(["ansible-playbook", "playbooks/scaleout.yml", "-i", str(inventory),
                            "-e", '{"swarm_address_pool": ["172.16.0.0/12"], "swarm_advertise_address": "10.0.0",'
-                                 ' "rpa_overlay_encrypted": true}'],
+                                 ' "rpa_overlay_encrypted": true, "patroni_ttl": 10}'],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     out = " ".join((proc.stdout + proc.stderr).split())
     assert proc.returncode != 0, out[-3000:]
-    # An encrypted overlay is refused exactly where the kernel cannot add the ESP state Docker would: the
-    # same probe, run here by hand on the same kernel, decides which message to expect.
+    # The pg_cluster hosts stop at Patroni's checks (before the swarm role's), the witness goes on to the
+    # swarm role's. An encrypted overlay is refused exactly where the kernel cannot add the ESP state Docker
+    # would: the same probe, run here by hand on the same kernel, decides which message to expect.
     kernel_has_ipsec = subprocess.run(
-        ["ssh", "-i", str(KEY), "-p", str(servers()["rpa-so-1"]["port"]), "-o", "BatchMode=yes",
+        ["ssh", "-i", str(KEY), "-p", str(servers()["rpa-so-3"]["port"]), "-o", "BatchMode=yes",
          "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
          "root@127.0.0.1", "ip netns add rpa-t && ip -n rpa-t xfrm state add src 192.0.2.1 dst 192.0.2.2 proto esp "
          "spi 0x100 reqid 1 mode transport aead 'rfc4106(gcm(aes))' 0x" + "0" * 40 + " 128; rc=$?; "
          "ip netns delete rpa-t; exit $rc"], capture_output=True, text=True, timeout=60).returncode == 0
-    refused = "rpa_overlay_encrypted (swarm_overlay_encrypted) is true, but the kernel of rpa-so-1 cannot add"
+    refused = "rpa_overlay_encrypted (swarm_overlay_encrypted) is true, but the kernel of rpa-so-3 cannot add"
     assert (refused in out) != kernel_has_ipsec, (kernel_has_ipsec, out[-3000:])
     assert "swarm_address_pool [\"172.16.0.0/12\"] holds the private address of rpa-so-1, rpa-so-2, rpa-so-3" in out, \
         out[-3000:]
     assert 'swarm_advertise_address="10.0.0" must be this host\'s address' in out, out[-3000:]
+    # Patroni 4 takes no leader lock shorter than 20 s (its validator refuses one, its runtime raises it).
+    assert "patroni_ttl=10, patroni_loop_wait=2 and patroni_retry_timeout=3 must be whole seconds, ttl at least 20" \
+        in out, out[-3000:]
     assert "swarm : Ensure the swarm role's input is valid" in out and "changed=0" in out and " changed=1" not in out, out[-3000:]
     assert "Apply the common role" not in out, out[-3000:]
 
@@ -213,6 +195,6 @@ def test_check_mode_on_the_converged_servers_reports_nothing_to_change():
     proc = subprocess.run(["ansible-playbook", "playbooks/scaleout.yml", "-i", str(inventory), "--check", "--diff"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    recaps = {line.split()[0]: line for line in proc.stdout.splitlines() if line.startswith("rpa-so-")}
-    assert sorted(recaps) == ["rpa-so-1", "rpa-so-2", "rpa-so-3"], proc.stdout[-2000:]
+    recaps = {line.split()[0]: line for line in proc.stdout.splitlines() if re.match(r"rpa-so-\d +: ok=", line)}
+    assert sorted(recaps) == ["rpa-so-1", "rpa-so-2", "rpa-so-3"], (sorted(recaps), proc.stdout[-2000:])
     assert all(" changed=0 " in line and " failed=0 " in line for line in recaps.values()), recaps

@@ -47,7 +47,7 @@ from ansible.plugins.lookup import LookupBase
 # This file is <repository>/collections/ansible_collections/rpa/engine/plugins/lookup/rpa_catalogue.py:
 # the catalogue is the repository's, six directories up.
 CATALOGUE = Path(__file__).resolve().parents[6] / "catalogue" / "secrets.yml"
-ROLES = {"common", "docker", "postgres", "redis", "monitoring", "app", "caddy", "backup"}
+ROLES = {"common", "docker", "postgres", "redis", "monitoring", "app", "caddy", "backup", "patroni"}
 OVERLAPS = {"none", "run", "window"}
 REQUIRED = ("vault_key", "length", "min_length", "overlap", "owner", "variable")
 
