@@ -47,7 +47,8 @@ def test_a_killed_server_is_rebuilt_by_one_command_with_its_data(recovered):
 
 
 def test_the_swarm_gate_fails_an_update_that_swarm_rolled_back(recovered, tmp_path):
-    """rpa_stack on a real one-node swarm, one playbook run: a stack that converges, the same deploy again
+    """rpa_stack on a real one-node swarm, one playbook run (after the docker role turned live-restore off by a
+    reload, as a Swarm shape's inventory has it): a stack that converges, the same deploy again
     (no change), an update whose health check fails planned in check mode (nothing deployed) and then
     deployed - Swarm rolls it back, and the gate fails naming the service and the task, where `docker
     service update --detach=false` would have exited 0."""
@@ -63,6 +64,9 @@ def test_the_swarm_gate_fails_an_update_that_swarm_rolled_back(recovered, tmp_pa
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     tasks = {t["task"]["name"]: t["hosts"][DR_NAME] for play in data["plays"] for t in play["tasks"]}
     outcome = tasks["Report the outcomes."]["msg"]
+    # The docker role turned live-restore off by a reload: the same engine process, no container restarted.
+    assert outcome["engine"]["live_restore"] == "false" and outcome["engine"]["before"] == outcome["engine"]["after"], \
+        outcome["engine"]
     assert outcome["first"] == {"changed": True, "changed_services": ["gate_web"]}, outcome
     assert outcome["again"] == {"changed": False, "changed_services": []}, outcome
     # Check mode names the one field that differs, before and after, and deploys nothing.

@@ -43,3 +43,12 @@ def vault() -> dict:
     from ansible.parsing.vault import VaultLib, VaultSecret
     lib = VaultLib([("molecule", VaultSecret(VAULT_PASS.read_bytes().strip()))])
     return yaml.safe_load(lib.decrypt(VAULT_FILE.read_bytes()).decode()) or {}
+
+
+def app_dsn(hosts: list[str]) -> str:
+    """The application's login and database on the Patroni members, as a libpq client that follows a failover
+    by itself: every member listed, target_session_attrs=read-write (it connects to the primary)."""
+    secrets = vault()
+    login = secrets.get("vault_postgres_app_login", "rpa_engine")
+    return (f"host={','.join(hosts)} port=5432 dbname=rpa_engine user={login} "
+            f"password={secrets['vault_postgres_app_password']} target_session_attrs=read-write connect_timeout=2")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KEY, address, servers, ssh, vault
+from conftest import KEY, address, app_dsn, servers, ssh
 
 MEMBERS = ("rpa-so-1", "rpa-so-2")
 PATRONICTL = "patronictl -c /etc/patroni/config.yml"
@@ -41,13 +41,6 @@ def wait_for(check, timeout: float, what: str):
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout} s")
         time.sleep(1)
-
-
-def app_dsn(hosts: list[str]) -> str:
-    secrets = vault()
-    login = secrets.get("vault_postgres_app_login", "rpa_engine")
-    return (f"host={','.join(hosts)} port=5432 dbname=rpa_engine user={login} "
-            f"password={secrets['vault_postgres_app_password']} target_session_attrs=read-write connect_timeout=2")
 
 
 def psql_app(name: str, sql: str, hosts: list[str]) -> str:
