@@ -210,3 +210,16 @@ def test_new_services_are_created_and_missing_ones_removed_only_with_prune():
                                           ("2h", 7200 * 10**9), (None, None), (3, 3 * 10**9)])
 def test_compose_durations_are_read_as_the_spec_keeps_them(text, ns):
     assert rs._duration_ns(text) == ns
+
+
+# ------------------------------------------------------------------ check mode's reading of the file
+# Captured: docker 26.1's CLI (the test-bed server's docker-cli) with a stack subcommand it does not know, as an
+# old CLI without `stack config` sees it; docker 28.2's `docker stack config` on broken files.
+@pytest.mark.parametrize(("rc", "err", "unsupported"), [
+    (125, (FIX / "docker_stack_unknown_command_26.1.txt").read_text(), True),
+    (1, "yaml: line 2: did not find expected ',' or ']'\n", False),
+    (1, "services.web.deploy.replicas must be a integer\n", False),
+    (1, "open /root/stack.yml: no such file or directory\n", False),
+])
+def test_only_a_cli_without_stack_config_falls_back_to_reading_the_file(rc, err, unsupported):
+    assert rs.stack_config_unsupported(rc, err) is unsupported

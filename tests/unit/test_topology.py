@@ -201,15 +201,24 @@ def test_the_ha_examples_hosts_admit_exactly_the_peers_of_each_service():
     assert peer_rules("inventory/ha", "rpa-app-1") == [{"name": "swarm", "v4": ["10.0.0.12", "10.0.0.31"], **swarm}]
     assert peer_rules("inventory/ha", "rpa-witness") == [
         {"name": "swarm", "v4": ["10.0.0.11", "10.0.0.12"], **swarm},
+        # The db hosts are Patroni's etcd clients too: the members' rule admits them to 2379 already.
         {"name": "etcd members", "v4": ["10.0.0.21", "10.0.0.22"], "v6": [], "tcp": [2379, 2380], "udp": [], "protocols": []},
-        {"name": "etcd clients", "v4": ["10.0.0.21", "10.0.0.22"], "v6": [], "tcp": [2379], "udp": [], "protocols": []},
     ]
     # A Patroni member: the other member for replication and the REST API, etcd for the witness too; the
     # app hosts reach none of it (the app's database endpoint comes with the roles that serve it).
     assert peer_rules("inventory/ha", "rpa-db-1") == [
         {"name": "etcd members", "v4": ["10.0.0.22", "10.0.0.31"], "v6": [], "tcp": [2379, 2380], "udp": [], "protocols": []},
-        {"name": "etcd clients", "v4": ["10.0.0.22"], "v6": [], "tcp": [2379], "udp": [], "protocols": []},
         {"name": "patroni", "v4": ["10.0.0.22"], "v6": [], "tcp": [5432, 8008], "udp": [], "protocols": []},
+    ]
+
+
+def test_patroni_hosts_outside_etcd_reach_its_client_port_only():
+    groups = {"etcd_cluster": ["e1", "e2", "e3"], "pg_cluster": ["p1", "p2", "e3"]}
+    addresses = {"e1": "10.0.0.1", "e2": "10.0.0.2", "e3": "10.0.0.3", "p1": "10.0.0.4", "p2": "10.0.0.5"}
+    assert t.rpa_peer_rules(groups, addresses, "e1") == [
+        {"name": "etcd members", "v4": ["10.0.0.2", "10.0.0.3"], "v6": [], "tcp": [2379, 2380], "udp": [], "protocols": []},
+        # e3 is a member already: only the Patroni hosts outside etcd are its clients here.
+        {"name": "etcd clients", "v4": ["10.0.0.4", "10.0.0.5"], "v6": [], "tcp": [2379], "udp": [], "protocols": []},
     ]
 
 
@@ -247,7 +256,6 @@ def test_the_firewall_template_admits_each_peer_service_by_family_and_protocol()
         "ip saddr { 10.0.0.11, 10.0.0.12 } udp dport { 4789, 7946 } accept",
         "ip saddr { 10.0.0.11, 10.0.0.12 } meta l4proto { esp } accept",
         "ip saddr { 10.0.0.21, 10.0.0.22 } tcp dport { 2379, 2380 } accept",
-        "ip saddr { 10.0.0.21, 10.0.0.22 } tcp dport { 2379 } accept",
         "ip6 saddr { fd00::1, fd00::2 } tcp dport { 2379 } accept",
     ]
     # Inside the input chain, after the public ports and before the chain ends (policy drop).
@@ -265,3 +273,25 @@ def test_hosts_in_networks_finds_an_address_inside_a_pool_of_its_family_only():
     assert t.rpa_hosts_in_networks(addresses, ["10.200.0.0/16", "fd00::/8", "bogus"]) == ["a", "c"]
     assert t.rpa_hosts_in_networks(addresses, ["10.0.0.0/8"]) == ["a", "b"]
     assert t.rpa_hosts_in_networks(addresses, []) == []
+
+
+def test_the_derived_peer_rules_pass_their_own_check():
+    for host in ("rpa-app-1", "rpa-db-1", "rpa-witness"):
+        assert t.rpa_peer_rules_problems(peer_rules("inventory/ha", host)) == [], host
+    assert t.rpa_peer_rules_problems([]) == []
+
+
+@pytest.mark.parametrize(("rules", "problem"), [
+    ("10.0.0.1", "must be a list"),
+    ([{"v4": ["10.0.0.1"]}], "rule 1 must be a mapping with a name"),
+    ([{"name": "db", "v4": ["10.0.0.0/24"], "tcp": [5432]}], "rule 'db': '10.0.0.0/24' in v4 is not a single IPv4"),
+    ([{"name": "db", "v4": ["fd00::1"]}], "'fd00::1' in v4 is not a single IPv4 address"),
+    ([{"name": "db", "v6": ["10.0.0.1"]}], "'10.0.0.1' in v6 is not a single IPv6 address"),
+    ([{"name": "db", "tcp": [0, 5432]}], "0 in tcp is not a port"),
+    ([{"name": "db", "udp": ["4789"]}], "'4789' in udp is not a port"),
+    ([{"name": "db", "tcp": [True]}], "True in tcp is not a port"),
+    ([{"name": "db", "protocols": ["gre"]}], "protocol 'gre' is not admitted (only esp)"),
+])
+def test_hand_written_peer_rules_are_refused_naming_the_problem(rules, problem):
+    found = t.rpa_peer_rules_problems(rules)
+    assert len(found) == 1 and problem in found[0], found

@@ -34,6 +34,8 @@ CASES = [
     ("common_unattended_upgrades_reboot_time", "25:00", "not a clock time"),
     ("common_firewall_allowed_tcp_ports", [80, 0], "port 0 in a port list"),
     ("common_firewall_container_tcp_ports", [2020, 65536], "port out of range in a port list"),
+    ("common_firewall_peer_rules", [{"name": "db", "v4": ["10.0.0.0/24"], "v6": [], "tcp": [5432], "udp": [],
+                                     "protocols": ["gre"]}], "a network where a peer's address goes, and GRE"),
     ("rpa_project_name", "RPA Engine", "not a Compose project name"),
     ("rpa_project_dir", "opt/rpa-engine", "a relative project directory"),
     ("docker_install_source", "snap", "unknown choice"),

@@ -106,7 +106,7 @@ def test_bad_swarm_input_is_refused_by_name_before_anything_changes():
     inventory = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     proc = subprocess.run(["ansible-playbook", "playbooks/scaleout.yml", "-i", str(inventory),
-                           "-e", '{"swarm_address_pool": ["172.16.0.0/12"], "swarm_advertise_address": "10.0.0",'
+                           "-e", '{"swarm_address_pool": ["172.16.0.0/12", "10.9.9.9"], "swarm_advertise_address": "10.0.0",'
                                  ' "rpa_overlay_encrypted": true, "patroni_ttl": 10}'],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     out = " ".join((proc.stdout + proc.stderr).split())
@@ -122,8 +122,11 @@ def test_bad_swarm_input_is_refused_by_name_before_anything_changes():
          "ip netns delete rpa-t; exit $rc"], capture_output=True, text=True, timeout=60).returncode == 0
     refused = "rpa_overlay_encrypted (swarm_overlay_encrypted) is true, but the kernel of rpa-so-3 cannot add"
     assert (refused in out) != kernel_has_ipsec, (kernel_has_ipsec, out[-3000:])
-    assert "swarm_address_pool [\"172.16.0.0/12\"] holds the private address of rpa-so-1, rpa-so-2, rpa-so-3" in out, \
-        out[-3000:]
+    assert 'swarm_address_pool ["172.16.0.0/12", "10.9.9.9"] holds the private address of rpa-so-1, rpa-so-2, ' \
+        "rpa-so-3" in out, out[-3000:]
+    # A single address is no pool.
+    assert 'swarm_address_pool=["172.16.0.0/12", "10.9.9.9"] must list networks in CIDR notation (with a prefix' \
+        in out, out[-3000:]
     assert 'swarm_advertise_address="10.0.0" must be this host\'s address' in out, out[-3000:]
     # Patroni 4 takes no leader lock shorter than 20 s (its validator refuses one, its runtime raises it).
     assert "patroni_ttl=10, patroni_loop_wait=2 and patroni_retry_timeout=3 must be whole seconds, ttl at least 20" \

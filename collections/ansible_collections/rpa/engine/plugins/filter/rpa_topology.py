@@ -148,27 +148,57 @@ PEER_SERVICES = (
 
 def rpa_peer_rules(groups: dict, addresses: dict, host: str) -> list[dict]:
     """The firewall's peer rules for ``host``: ``[{name, v4, v6, tcp, udp, protocols}]``, one per service it listens
-    for, admitting only the other tier hosts that talk to it, by their ``rpa_private_address``. Empty for
-    the single-host shape (no tier groups) and for a host that listens for nobody. Unparsable addresses
-    are left out here; the shape's preflight refuses them by name."""
-    rules = []
+    for, admitting only the other tier hosts that talk to it, by their ``rpa_private_address``. A peer that an
+    earlier rule already admits to every port of a later one (an etcd member that is also Patroni's client)
+    is left out of the later rule, and a rule left with nobody is dropped. Empty for the single-host shape (no
+    tier groups) and for a host that listens for nobody. Unparsable addresses are left out here; the shape's
+    preflight refuses them by name."""
+    parsed = {}
+    for name, value in addresses.items():
+        if _address(value):
+            parsed[name] = ipaddress.ip_address(str(value).strip())
+    own = parsed.get(host)
+    rules, admitted = [], []
     for name, listeners, clients, tcp, udp, protocols in PEER_SERVICES:
         if host not in {h for g in listeners for h in _members(groups, g)}:
             continue
-        peers = sorted({h for g in clients for h in _members(groups, g)} - {host})
-        found = {4: set(), 6: set()}
-        for peer in peers:
-            if _address(addresses.get(peer)):
-                value = ipaddress.ip_address(str(addresses[peer]).strip())
-                found[value.version].add(value)
-        own = addresses.get(host)
-        if _address(own):
-            found[ipaddress.ip_address(str(own).strip()).version].discard(ipaddress.ip_address(str(own).strip()))
-        if found[4] or found[6]:
-            rules.append({"name": name, "v4": [str(a) for a in sorted(found[4])],
-                          "v6": [str(a) for a in sorted(found[6])], "tcp": list(tcp), "udp": list(udp),
-                          "protocols": list(protocols)})
+        peers = {parsed[h] for g in clients for h in _members(groups, g) if h != host and h in parsed} - {own}
+        for earlier_tcp, earlier_udp, earlier_protocols, earlier_peers in admitted:
+            if set(tcp) <= earlier_tcp and set(udp) <= earlier_udp and set(protocols) <= earlier_protocols:
+                peers -= earlier_peers
+        admitted.append((set(tcp), set(udp), set(protocols), peers))
+        if peers:
+            rules.append({"name": name, "v4": [str(a) for a in sorted(p for p in peers if p.version == 4)],
+                          "v6": [str(a) for a in sorted(p for p in peers if p.version == 6)], "tcp": list(tcp),
+                          "udp": list(udp), "protocols": list(protocols)})
     return rules
+
+
+def rpa_peer_rules_problems(rules) -> list[str]:
+    """What is wrong with a list of peer rules (the shape rpa_peer_rules returns), for an inventory that writes
+    its own: each a mapping {name, v4, v6, tcp, udp, protocols} with single addresses of the right family,
+    ports from 1 to 65535 and no IP protocol but ESP. Empty when all are fine."""
+    if not isinstance(rules, list):
+        return ["must be a list of rules {name, v4, v6, tcp, udp, protocols}"]
+    found = []
+    for index, rule in enumerate(rules):
+        label = f"rule {index + 1}"
+        if not isinstance(rule, dict) or not rule.get("name"):
+            found.append(f"{label} must be a mapping with a name, v4, v6, tcp, udp and protocols")
+            continue
+        label = f"rule {rule['name']!r}"
+        for family, version in (("v4", 4), ("v6", 6)):
+            for value in rule.get(family) or []:
+                if not _address(value) or ipaddress.ip_address(str(value).strip()).version != version:
+                    found.append(f"{label}: {value!r} in {family} is not a single IPv{version} address")
+        for proto in ("tcp", "udp"):
+            for port in rule.get(proto) or []:
+                if not (isinstance(port, int) and not isinstance(port, bool) and 1 <= port <= 65535):
+                    found.append(f"{label}: {port!r} in {proto} is not a port from 1 to 65535")
+        for protocol in rule.get("protocols") or []:
+            if protocol != "esp":
+                found.append(f"{label}: protocol {protocol!r} is not admitted (only esp)")
+    return found
 
 
 def rpa_hosts_in_networks(addresses: dict, networks: list) -> list[str]:
@@ -193,4 +223,5 @@ def rpa_hosts_in_networks(addresses: dict, networks: list) -> list[str]:
 class FilterModule:
     def filters(self):
         return {"rpa_topology": rpa_topology, "rpa_peer_rules": rpa_peer_rules,
-                "rpa_hosts_in_networks": rpa_hosts_in_networks}
+                "rpa_hosts_in_networks": rpa_hosts_in_networks,
+                "rpa_peer_rules_problems": rpa_peer_rules_problems}

@@ -285,3 +285,11 @@ def render_plan(plan):
                 after.append("%s %s: %s\n" % (name, field, json.dumps(new)))
             summary.setdefault(name, []).append("%s: %s -> %s" % (field, json.dumps(old), json.dumps(new)))
     return "".join(before), "".join(after), summary
+
+
+def stack_config_unsupported(rc, err):
+    """True when `docker stack config` failed because this CLI has no such command (an old CLI takes `config`
+    for an unknown word and then refuses the flag: exit 125, "unknown flag: --compose-file", captured from
+    docker 26.1's CLI with an unknown subcommand). Any other failure is the file's fault - bad YAML, a bad
+    value - and must be reported, not read around."""
+    return rc == 125 and "unknown flag: --compose-file" in (err or "")

@@ -53,7 +53,8 @@ notes:
   - Check mode deploys nothing and reports, per service, what the deploy would change - created, removed (with
     I(prune)), or the fields that differ among image (as written in the Compose file), command, entrypoint,
     environment, the health check and the replica count. A change in any other field shows only when deployed.
-  - Check mode reads the file through C(docker stack config) (interpolated), or with PyYAML where the CLI lacks it.
+  - Check mode reads the file through C(docker stack config) (interpolated), or with PyYAML where the CLI lacks
+    that command; a file C(docker stack config) refuses fails the module with its reason.
 """
 
 EXAMPLES = r"""
@@ -120,8 +121,11 @@ def observe(module, name):
 
 def compose_services(module, compose_file):
     """The Compose file's services as `docker stack deploy` reads them: `docker stack config` interpolates
-    and merges; the file itself (PyYAML, from the docker role's packages) where the CLI lacks that command."""
+    and merges; the file itself (PyYAML, from the docker role's packages) only where the CLI lacks that command.
+    A file the CLI refuses fails the module with the CLI's reason."""
     rc, out, err = module.run_command(["docker", "stack", "config", "--compose-file", compose_file])
+    if rc != 0 and not rs.stack_config_unsupported(rc, err):
+        module.fail_json(msg="docker stack config refused %s (exit %d): %s" % (compose_file, rc, (err or out).strip()))
     if rc != 0:
         with open(compose_file) as handle:
             out = handle.read()
