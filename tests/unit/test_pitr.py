@@ -48,6 +48,13 @@ def test_an_unreadable_repository_is_a_problem_naming_the_variables(name, words)
     assert words in problem and "postgres_pitr_cipher_pass" in problem and "\n" not in problem
 
 
+def test_a_patroni_clusters_problems_name_its_own_variables():
+    problem = p.rpa_pitr_state(info("wrongpass"), SYSTEM_ID, "/repo/x", "patroni_pitr")["problem"]
+    assert "patroni_pitr_cipher_pass" in problem and "postgres_pitr" not in problem
+    problem = p.rpa_pitr_state(info("ok"), "7000000000000000001", "/repo/x", "patroni_pitr")["problem"]
+    assert "patroni_pitr_repo_path" in problem and "postgres_pitr" not in problem
+
+
 def test_another_clusters_archive_is_never_written_into():
     problem = p.rpa_pitr_state(info("ok"), "7000000000000000001", "/repo/x")["problem"]
     assert "another cluster" in problem and SYSTEM_ID in problem and "recover.yml" in problem

@@ -138,3 +138,25 @@ def test_no_committed_row_is_lost_and_the_old_leader_rejoins_as_a_replica(failov
     # Its own copy has every committed row (rewound if it had diverged, then streamed).
     wait_for(lambda: ssh(old, f"runuser -u postgres -- psql -d rpa_engine -XAtc {json.dumps(query)}").strip()
              == str(len(ids)), 30, f"every committed row on {old}")
+
+
+def pgbackrest(name: str, args: str) -> str:
+    return ssh(name, f"runuser -u postgres -- pgbackrest --stanza=rpa-engine {args}")
+
+
+def test_the_leader_archives_and_backs_up_wherever_it_is(failover):
+    """The cluster's one repository (the test bed's off-site host): the converge's first full backup, taken
+    on the first leader; after the failover, the new leader's WAL reaches it (pgbackrest check switches a
+    segment and waits for it there), and of the two members' backup units only the leader's backs up."""
+    new, old = failover["new"], failover["old"]
+    before = json.loads(pgbackrest(new, "info --output=json"))[0]
+    assert before["status"]["message"] == "ok" and len(before["backup"]) >= 1, before
+    pgbackrest(new, "check")
+    for name in (old, new):
+        ssh(name, "systemctl start rpa-patroni-backup.service")
+    after = json.loads(pgbackrest(new, "info --output=json"))[0]
+    assert len(after["backup"]) == len(before["backup"]) + 1, after["backup"]
+    assert after["backup"][-1]["type"] == "full", after["backup"][-1]
+    # On the replica the unit's condition (the REST API's /primary) skipped the backup: not a failure.
+    assert ssh(old, "systemctl show -p Result --value rpa-patroni-backup.service").strip() == "exec-condition"
+    assert ssh(new, "systemctl show -p Result --value rpa-patroni-backup.service").strip() == "success"

@@ -21,9 +21,10 @@ MISSING = {1: "missing stanza path", 3: "missing stanza data"}
 ISO_UTC = re.compile(r"^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(?:\.\d+)?(Z|\+00:00)$")
 
 
-def rpa_pitr_state(info, system_id, repo_path: str) -> dict:
+def rpa_pitr_state(info, system_id, repo_path: str, prefix: str = "postgres_pitr") -> dict:
     """``{stanza, backups, oldest, newest, problem}`` of the stanza in info (a list of one stanza, or the
-    command's output: a wrong passphrase puts raw control bytes in a message, which strict JSON refuses)."""
+    command's output: a wrong passphrase puts raw control bytes in a message, which strict JSON refuses).
+    prefix: the variables the messages name (postgres_pitr for the single host, patroni_pitr for a cluster)."""
     if isinstance(info, str):
         try:
             info = json.loads(info, strict=False)
@@ -43,8 +44,8 @@ def rpa_pitr_state(info, system_id, repo_path: str) -> dict:
         # The message can hold bytes of an undecryptable file (a wrong passphrase): its first line only.
         first = str(message).splitlines()[0][:300] if message else "no answer"
         out["problem"] = (f"the off-site repository {repo_path} cannot be read ({first}). Check "
-                          "postgres_pitr_repo_host/_port/_user, postgres_pitr_repo_host_key and the SFTP key pair, "
-                          "and that postgres_pitr_cipher_pass is the repository's passphrase.")
+                          f"{prefix}_repo_host/_port/_user, {prefix}_repo_host_key and the SFTP key pair, "
+                          f"and that {prefix}_cipher_pass is the repository's passphrase.")
         return out
     dbs = stanza.get("db") or []
     if out["stanza"] and dbs and system_id not in (None, ""):
@@ -53,7 +54,7 @@ def rpa_pitr_state(info, system_id, repo_path: str) -> dict:
             out["problem"] = (f"the off-site repository {repo_path} holds the archive of another cluster (system "
                               f"identifier {theirs}; this server's is {system_id}), which this one must not write "
                               "into. A new server that takes over that data is built with playbooks/recover.yml; "
-                              "otherwise give this server its own postgres_pitr_repo_path.")
+                              f"otherwise give this server its own {prefix}_repo_path.")
     return out
 
 
