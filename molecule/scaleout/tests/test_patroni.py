@@ -9,13 +9,15 @@ target_session_attrs=read-write (it connects to whichever one is the primary).""
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import KEY, address, app_dsn, servers, ssh
+from conftest import KEY, ROOT, address, app_dsn, servers, ssh
 
 MEMBERS = ("rpa-so-1", "rpa-so-2")
 PATRONICTL = "patronictl -c /etc/patroni/config.yml"
@@ -61,7 +63,7 @@ def test_patroni_has_one_leader_and_a_streaming_replica_on_the_private_addresses
         # The file holds every Patroni password: the postgres user's alone.
         assert ssh(name, "stat -c '%U %a' /etc/patroni/config.yml").split() == ["postgres", "600"], name
     # The witness is not a member: it has neither Patroni nor PostgreSQL.
-    assert ssh("rpa-so-3", "command -v patroni postgres || true").strip() == ""
+    assert ssh("rpa-so-3", "command -v patroni; ls /usr/lib/postgresql 2>/dev/null; true").strip() == ""
 
 
 def test_the_application_writes_on_the_leader_and_reads_the_row_on_the_replica():
@@ -76,6 +78,23 @@ def test_the_application_writes_on_the_leader_and_reads_the_row_on_the_replica()
     wait_for(lambda: ssh(replica, "runuser -u postgres -- psql -d rpa_engine -XAtc "
                                   f"'SELECT count(*) FROM failover_probe WHERE id = {written}'").strip() == "1",
              10, "the row on the replica")
+
+
+def test_the_rotations_probes_accept_the_vaults_passwords_and_refuse_a_wrong_one():
+    """The role's `verify` entry point (playbooks/rotate-secrets.yml's proof) on both members, one run: the REST
+    API's and the replication login's passwords accepted, a wrong one refused - and the same probes with the
+    expectations swapped fail."""
+    inventory = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    proc = subprocess.run(["ansible-playbook", "molecule/scaleout/tests/files/patroni_verify.yml", "-i", str(inventory)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout)
+    assert proc.returncode == 0, out[-3000:]
+    # Four probes per member ran (none skipped), and the swapped ones failed on both.
+    assert out.count("swapped probes: failed") == 2 and "swapped probes: passed" not in out, out[-3000:]
+    for task in ("Try the REST API's password.", "Try the replication login's password."):
+        assert task in out, out[-3000:]
+    assert "skipping: [rpa-so-" not in out.split("Prove the vault's passwords")[1].split("Expect the wrong password")[0], out[-3000:]
 
 
 @pytest.fixture(scope="module")
