@@ -4,6 +4,7 @@ test bed's key (one multiplexed connection per server), and Molecule's own vault
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -27,15 +28,35 @@ def address(name: str) -> str:
                           check=True, capture_output=True, text=True).stdout.strip()
 
 
-def ssh(name: str, command: str, stdin: str = "") -> str:
-    entry = servers()[name]
-    argv = ["ssh", "-i", str(KEY), "-p", str(entry["port"]), "-o", "BatchMode=yes",
+def ssh_argv(name: str, command: str) -> list[str]:
+    """ssh to a server as root with the test bed's key, multiplexed (one connection per server)."""
+    return ["ssh", "-i", str(KEY), "-p", str(servers()[name]["port"]), "-o", "BatchMode=yes",
             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
             "-o", "ControlMaster=auto", "-o", f"ControlPath={os.path.expanduser('~/.ansible/cp')}/so-%p",
             "-o", "ControlPersist=60", "root@127.0.0.1", command]
-    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120)
+
+
+def ssh(name: str, command: str, stdin: str = "") -> str:
+    proc = subprocess.run(ssh_argv(name, command), input=stdin, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"{name}: {command}: {proc.stdout}{proc.stderr}"
     return proc.stdout
+
+
+def ssh_start(name: str, command: str) -> subprocess.Popen:
+    """A command left running on a server (a writer under load), its stdin, stdout and stderr piped."""
+    return subprocess.Popen(ssh_argv(name, command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def playbook(path: str, *args: str) -> subprocess.CompletedProcess:
+    """ansible-playbook (path relative to the project) on the scenario's inventory, as an operator runs it;
+    stdout without colour codes (Molecule's environment may force them on)."""
+    inventory = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run(["ansible-playbook", path, "-i", str(inventory), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    proc.stdout = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout)
+    return proc
 
 
 def vault() -> dict:

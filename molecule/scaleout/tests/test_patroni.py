@@ -9,15 +9,12 @@ target_session_attrs=read-write (it connects to whichever one is the primary).""
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import KEY, ROOT, address, app_dsn, servers, ssh
+from conftest import address, app_dsn, playbook, ssh, ssh_start
 
 MEMBERS = ("rpa-so-1", "rpa-so-2")
 PATRONICTL = "patronictl -c /etc/patroni/config.yml"
@@ -66,13 +63,19 @@ def test_patroni_has_one_leader_and_a_streaming_replica_on_the_private_addresses
     assert ssh("rpa-so-3", "command -v patroni; ls /usr/lib/postgresql 2>/dev/null; true").strip() == ""
 
 
-def test_the_application_writes_on_the_leader_and_reads_the_row_on_the_replica():
+def leader_and_replica_with_the_probe_table() -> tuple[str, str, list[str]]:
+    """(leader, replica, the members' addresses), once the table the writers insert into exists."""
     found = members()
     leader = next(n for n, m in found.items() if m["Role"] == "Leader")
     replica = next(n for n in found if n != leader)
     hosts = [address(n) for n in MEMBERS]
     psql_app(replica, "CREATE TABLE IF NOT EXISTS failover_probe (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())",
              hosts)
+    return leader, replica, hosts
+
+
+def test_the_application_writes_on_the_leader_and_reads_the_row_on_the_replica():
+    _, replica, hosts = leader_and_replica_with_the_probe_table()
     written = psql_app(replica, "INSERT INTO failover_probe DEFAULT VALUES RETURNING id", hosts).split()[0]
     # The replica's own copy, read on its socket: streamed from the leader.
     wait_for(lambda: ssh(replica, "runuser -u postgres -- psql -d rpa_engine -XAtc "
@@ -84,11 +87,8 @@ def test_the_rotations_probes_accept_the_vaults_passwords_and_refuse_a_wrong_one
     """The role's `verify` entry point (playbooks/rotate-secrets.yml's proof) on both members, one run: the REST
     API's and the replication login's passwords accepted, a wrong one refused - and the same probes with the
     expectations swapped fail."""
-    inventory = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
-    proc = subprocess.run(["ansible-playbook", "molecule/scaleout/tests/files/patroni_verify.yml", "-i", str(inventory)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    out = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout)
+    proc = playbook("molecule/scaleout/tests/files/patroni_verify.yml")
+    out = proc.stdout
     assert proc.returncode == 0, out[-3000:]
     # Four probes per member ran (none skipped), and the swapped ones failed on both.
     assert out.count("swapped probes: failed") == 2 and "swapped probes: passed" not in out, out[-3000:]
@@ -101,20 +101,10 @@ def test_the_rotations_probes_accept_the_vaults_passwords_and_refuse_a_wrong_one
 def failover():
     """The leader's Patroni and PostgreSQL killed (SIGKILL, every process of the unit) while the writer runs on
     the replica; the unit is then kept down, as on a host that died, until the writes resume."""
-    found = members()
-    old = next(n for n, m in found.items() if m["Role"] == "Leader")
-    survivor = next(n for n in found if n != old)
-    hosts = [address(n) for n in MEMBERS]
-    psql_app(survivor, "CREATE TABLE IF NOT EXISTS failover_probe (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())",
-             hosts)
+    old, survivor, hosts = leader_and_replica_with_the_probe_table()
     top = int(psql_app(survivor, "SELECT coalesce(max(id), 0) FROM failover_probe", hosts).split()[0])
     ssh(survivor, "cat > /root/failover_writer.py", WRITER)
-    entry = servers()[survivor]
-    writer = subprocess.Popen(
-        ["ssh", "-i", str(KEY), "-p", str(entry["port"]), "-o", "BatchMode=yes",
-         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-         "root@127.0.0.1", "python3 /root/failover_writer.py 90"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    writer = ssh_start(survivor, "python3 /root/failover_writer.py 90")
     writer.stdin.write(app_dsn(hosts) + "\n")
     writer.stdin.flush()
     # The writer's first rows, on the old leader.

@@ -9,15 +9,13 @@ firewall admits but where nothing listens answers "refused", a dropped one never
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from conftest import KEY, ROOT, address, servers, ssh
+from conftest import address, playbook, ssh, ssh_argv, ssh_start
 
 PROBE = r"""
 import socket, sys
@@ -103,23 +101,19 @@ def test_bad_swarm_input_is_refused_by_name_before_anything_changes():
     """One run of playbooks/scaleout.yml with an overlay pool that holds the hosts' own addresses (the test
     bed's bridge, 172.17.0.0/16), an advertise address that is no address and a Patroni leader lock too
     short: the preflight stops every host, naming each variable, and no task changes anything."""
-    inventory = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    proc = subprocess.run(["ansible-playbook", "playbooks/scaleout.yml", "-i", str(inventory),
-                           "-e", '{"swarm_address_pool": ["172.16.0.0/12", "10.9.9.9"], "swarm_advertise_address": "10.0.0",'
-                                 ' "rpa_overlay_encrypted": true, "patroni_ttl": 10}'],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = playbook("playbooks/scaleout.yml",
+                    "-e", '{"swarm_address_pool": ["172.16.0.0/12", "10.9.9.9"], "swarm_advertise_address": "10.0.0",'
+                          ' "rpa_overlay_encrypted": true, "patroni_ttl": 10}')
     out = " ".join((proc.stdout + proc.stderr).split())
     assert proc.returncode != 0, out[-3000:]
     # The pg_cluster hosts stop at Patroni's checks (before the swarm role's), the witness goes on to the
     # swarm role's. An encrypted overlay is refused exactly where the kernel cannot add the ESP state Docker
     # would: the same probe, run here by hand on the same kernel, decides which message to expect.
     kernel_has_ipsec = subprocess.run(
-        ["ssh", "-i", str(KEY), "-p", str(servers()["rpa-so-3"]["port"]), "-o", "BatchMode=yes",
-         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-         "root@127.0.0.1", "ip netns add rpa-t && ip -n rpa-t xfrm state add src 192.0.2.1 dst 192.0.2.2 proto esp "
-         "spi 0x100 reqid 1 mode transport aead 'rfc4106(gcm(aes))' 0x" + "0" * 40 + " 128; rc=$?; "
-         "ip netns delete rpa-t; exit $rc"], capture_output=True, text=True, timeout=60).returncode == 0
+        ssh_argv("rpa-so-3", "ip netns add rpa-t && ip -n rpa-t xfrm state add src 192.0.2.1 dst 192.0.2.2 proto esp "
+                             "spi 0x100 reqid 1 mode transport aead 'rfc4106(gcm(aes))' 0x" + "0" * 40 + " 128; rc=$?; "
+                             "ip netns delete rpa-t; exit $rc"),
+        capture_output=True, text=True, timeout=60).returncode == 0
     refused = "rpa_overlay_encrypted (swarm_overlay_encrypted) is true, but the kernel of rpa-so-3 cannot add"
     assert (refused in out) != kernel_has_ipsec, (kernel_has_ipsec, out[-3000:])
     assert 'swarm_address_pool ["172.16.0.0/12", "10.9.9.9"] holds the private address of rpa-so-1, rpa-so-2, ' \
@@ -212,25 +206,18 @@ def test_a_changed_etcd_configuration_restarts_one_member_at_a_time_and_writes_g
     before = {n: ssh(n, "systemctl show -p ActiveEnterTimestampMonotonic --value etcd").strip() for n in
               ("rpa-so-1", "rpa-so-2", "rpa-so-3")}
     ssh("rpa-so-3", "rm -f /root/etcd-writer.stop; cat > /root/etcd-writer.sh", ETCD_WRITER)
-    entry = servers()["rpa-so-3"]
-    writer = subprocess.Popen(
-        ["ssh", "-i", str(KEY), "-p", str(entry["port"]), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-         "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "root@127.0.0.1",
-         f"bash /root/etcd-writer.sh {endpoints}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    inventory = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    writer = ssh_start("rpa-so-3", f"bash /root/etcd-writer.sh {endpoints}")
     runs = []
     try:
         for extra in (["-e", "etcd_cluster_token=rpa-engine-etcd-changed"], []):
-            runs.append(subprocess.run(["ansible-playbook", "playbooks/etcd.yml", "-i", str(inventory), *extra],
-                                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300))
+            runs.append(playbook("playbooks/etcd.yml", *extra))
     finally:
         ssh("rpa-so-3", "touch /root/etcd-writer.stop")
         out, err = writer.communicate(timeout=60)
     for proc in runs:
         assert proc.returncode == 0, proc.stdout[-3000:]
         # One restart per member, in turn (the loop's tasks name the member they act on).
-        restarted = re.findall(r"TASK \[etcd : Restart the member (rpa-so-\d)\]", re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout))
+        restarted = re.findall(r"TASK \[etcd : Restart the member (rpa-so-\d)\]", proc.stdout)
         assert restarted == ["rpa-so-1", "rpa-so-2", "rpa-so-3"], proc.stdout[-3000:]
     ok, failed = map(int, out.split())
     assert ok >= 20 and failed == 0, (ok, failed, err)
@@ -241,13 +228,8 @@ def test_a_changed_etcd_configuration_restarts_one_member_at_a_time_and_writes_g
 def test_check_mode_on_the_converged_servers_reports_nothing_to_change():
     """playbooks/scaleout.yml --check --diff after the converge: every host ok, nothing changed - the Swarm's
     join and node updates, etcd's configuration and the peer firewall all read as converged."""
-    inventory = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    proc = subprocess.run(["ansible-playbook", "playbooks/scaleout.yml", "-i", str(inventory), "--check", "--diff"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = playbook("playbooks/scaleout.yml", "--check", "--diff")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    # Molecule's environment may force colours on: the recap lines are read without them.
-    plain = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout)
-    recaps = {line.split()[0]: line for line in plain.splitlines() if re.match(r"rpa-so-\d +: ok=", line)}
+    recaps = {line.split()[0]: line for line in proc.stdout.splitlines() if re.match(r"rpa-so-\d +: ok=", line)}
     assert sorted(recaps) == ["rpa-so-1", "rpa-so-2", "rpa-so-3"], (sorted(recaps), proc.stdout[-2000:])
     assert all(" changed=0 " in line and " failed=0 " in line for line in recaps.values()), recaps
