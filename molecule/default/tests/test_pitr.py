@@ -25,8 +25,14 @@ def offsite(*argv: str) -> str:
 def archived_through(host) -> str:
     """Switch to a new WAL segment and wait until the one holding everything so far is archived."""
     segment = sql(host, "select pg_walfile_name(pg_switch_wal())", db="postgres")
-    wait_for(lambda: sql(host, "select last_archived_wal from pg_stat_archiver", db="postgres") >= segment, 30,
-             f"WAL segment {segment} archived")
+    try:
+        wait_for(lambda: sql(host, "select last_archived_wal from pg_stat_archiver", db="postgres") >= segment, 30,
+                 f"WAL segment {segment} archived")
+    except AssertionError as late:
+        # Why: the archiver's own record of its failures (a failing archive-push backs off for up to 60 s).
+        raise AssertionError(f"{late}; pg_stat_archiver: " + sql(
+            host, "select format('archived %s, failed %s times, last %s at %s', last_archived_wal, failed_count, "
+                  "last_failed_wal, last_failed_time) from pg_stat_archiver", db="postgres")) from None
     return segment
 
 
