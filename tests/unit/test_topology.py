@@ -205,11 +205,20 @@ def test_the_ha_examples_hosts_admit_exactly_the_peers_of_each_service():
         {"name": "etcd members", "v4": ["10.0.0.21", "10.0.0.22"], "v6": [], "tcp": [2379, 2380], "udp": [], "protocols": []},
     ]
     # A Patroni member: the other member for replication and the REST API, etcd for the witness too; the
-    # app hosts reach none of it (the app's database endpoint comes with the roles that serve it).
+    # app hosts' HAProxy (roles/pg_endpoint) for Postgres and the /primary check, the witness for neither.
     assert peer_rules("inventory/ha", "rpa-db-1") == [
         {"name": "etcd members", "v4": ["10.0.0.22", "10.0.0.31"], "v6": [], "tcp": [2379, 2380], "udp": [], "protocols": []},
         {"name": "patroni", "v4": ["10.0.0.22"], "v6": [], "tcp": [5432, 8008], "udp": [], "protocols": []},
+        {"name": "patroni clients", "v4": ["10.0.0.11", "10.0.0.12"], "v6": [], "tcp": [5432, 8008], "udp": [],
+         "protocols": []},
     ]
+
+
+def test_app_hosts_that_are_patroni_members_too_are_admitted_once():
+    # The CI shape: two app+db hosts and a witness; a member's peer is admitted by the members' rule already.
+    groups = {"app": ["a", "b"], "pg_cluster": ["a", "b"], "etcd_cluster": ["a", "b", "w"]}
+    addresses = {"a": "10.0.0.1", "b": "10.0.0.2", "w": "10.0.0.3"}
+    assert [r["name"] for r in t.rpa_peer_rules(groups, addresses, "a")] == ["swarm", "etcd members", "patroni"]
 
 
 def test_patroni_hosts_outside_etcd_reach_its_client_port_only():
@@ -222,9 +231,11 @@ def test_patroni_hosts_outside_etcd_reach_its_client_port_only():
     ]
 
 
-def test_the_split_examples_hosts_have_no_peer_to_admit_yet():
-    # One app host (no Swarm) and one db host (no Patroni peers, no etcd).
-    assert peer_rules("inventory/split", "rpa-app-1") == [] and peer_rules("inventory/split", "rpa-db-1") == []
+def test_the_split_examples_db_host_admits_the_app_host_to_postgres_alone():
+    # One app host (no Swarm) and one db host (no Patroni peers, no etcd): the app host's HAProxy only.
+    assert peer_rules("inventory/split", "rpa-app-1") == []
+    assert peer_rules("inventory/split", "rpa-db-1") == [
+        {"name": "patroni clients", "v4": ["10.0.0.11"], "v6": [], "tcp": [5432, 8008], "udp": [], "protocols": []}]
 
 
 def test_peer_rules_sort_by_family_skip_the_host_itself_and_unparsable_addresses():

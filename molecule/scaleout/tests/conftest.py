@@ -66,10 +66,11 @@ def vault() -> dict:
     return yaml.safe_load(lib.decrypt(VAULT_FILE.read_bytes()).decode()) or {}
 
 
-def app_dsn(hosts: list[str]) -> str:
-    """The application's login and database on the Patroni members, as a libpq client that follows a failover
-    by itself: every member listed, target_session_attrs=read-write (it connects to the primary)."""
+def app_dsn() -> str:
+    """The application's login and database as an app host's client has them: one address, the host's own
+    HAProxy (roles/pg_endpoint, 127.0.0.1:5000), which forwards to whichever member Patroni calls primary -
+    nothing in it names a member, so a failover changes nothing here."""
     secrets = vault()
     login = secrets.get("vault_postgres_app_login", "rpa_engine")
-    return (f"host={','.join(hosts)} port=5432 dbname=rpa_engine user={login} "
-            f"password={secrets['vault_postgres_app_password']} target_session_attrs=read-write connect_timeout=2")
+    return (f"host=127.0.0.1 port=5000 dbname=rpa_engine user={login} "
+            f"password={secrets['vault_postgres_app_password']} connect_timeout=2")

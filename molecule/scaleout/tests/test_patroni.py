@@ -2,9 +2,9 @@
 replica formed from the groups, and a failover when the leader's Patroni and PostgreSQL are killed (SIGKILL)
 that loses no committed row, resumes writes within 30 s and brings the old leader back as a replica.
 
-The writer is the application's own login and database, connecting the way a libpq client follows a
-failover without any configuration change: both members in one connection string with
-target_session_attrs=read-write (it connects to whichever one is the primary)."""
+The writer is the application's own login and database through the app host's one database address
+(roles/pg_endpoint: HAProxy on 127.0.0.1:5000, forwarding to the member whose REST API answers /primary),
+so the failover needs no change in the client."""
 
 from __future__ import annotations
 
@@ -42,9 +42,10 @@ def wait_for(check, timeout: float, what: str):
         time.sleep(1)
 
 
-def psql_app(name: str, sql: str, hosts: list[str]) -> str:
-    # The DSN travels on stdin: no password in a process list.
-    return ssh(name, f"read -r dsn; psql \"$dsn\" -XAtc {json.dumps(sql)}", app_dsn(hosts) + "\n")
+def psql_app(name: str, sql: str) -> str:
+    """sql as the application, on app host name, through its endpoint. The DSN travels on stdin: no password in
+    a process list."""
+    return ssh(name, f"read -r dsn; psql \"$dsn\" -XAtc {json.dumps(sql)}", app_dsn() + "\n")
 
 
 def test_patroni_has_one_leader_and_a_streaming_replica_on_the_private_addresses():
@@ -63,20 +64,21 @@ def test_patroni_has_one_leader_and_a_streaming_replica_on_the_private_addresses
     assert ssh("rpa-so-3", "command -v patroni; ls /usr/lib/postgresql 2>/dev/null; true").strip() == ""
 
 
-def leader_and_replica_with_the_probe_table() -> tuple[str, str, list[str]]:
-    """(leader, replica, the members' addresses), once the table the writers insert into exists."""
+def leader_and_replica_with_the_probe_table() -> tuple[str, str]:
+    """(leader, replica), once the table the writers insert into exists."""
     found = members()
     leader = next(n for n, m in found.items() if m["Role"] == "Leader")
     replica = next(n for n in found if n != leader)
-    hosts = [address(n) for n in MEMBERS]
-    psql_app(replica, "CREATE TABLE IF NOT EXISTS failover_probe (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())",
-             hosts)
-    return leader, replica, hosts
+    psql_app(replica, "CREATE TABLE IF NOT EXISTS failover_probe (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())")
+    return leader, replica
 
 
 def test_the_application_writes_on_the_leader_and_reads_the_row_on_the_replica():
-    _, replica, hosts = leader_and_replica_with_the_probe_table()
-    written = psql_app(replica, "INSERT INTO failover_probe DEFAULT VALUES RETURNING id", hosts).split()[0]
+    leader, replica = leader_and_replica_with_the_probe_table()
+    # Both app hosts' endpoints reach the leader: its address, not in recovery.
+    for name in MEMBERS:
+        assert psql_app(name, "SELECT inet_server_addr(), pg_is_in_recovery()").split() == [f"{address(leader)}|f"], name
+    written = psql_app(replica, "INSERT INTO failover_probe DEFAULT VALUES RETURNING id").split()[0]
     # The replica's own copy, read on its socket: streamed from the leader.
     wait_for(lambda: ssh(replica, "runuser -u postgres -- psql -d rpa_engine -XAtc "
                                   f"'SELECT count(*) FROM failover_probe WHERE id = {written}'").strip() == "1",
@@ -101,14 +103,14 @@ def test_the_rotations_probes_accept_the_vaults_passwords_and_refuse_a_wrong_one
 def failover():
     """The leader's Patroni and PostgreSQL killed (SIGKILL, every process of the unit) while the writer runs on
     the replica; the unit is then kept down, as on a host that died, until the writes resume."""
-    old, survivor, hosts = leader_and_replica_with_the_probe_table()
-    top = int(psql_app(survivor, "SELECT coalesce(max(id), 0) FROM failover_probe", hosts).split()[0])
+    old, survivor = leader_and_replica_with_the_probe_table()
+    top = int(psql_app(survivor, "SELECT coalesce(max(id), 0) FROM failover_probe").split()[0])
     ssh(survivor, "cat > /root/failover_writer.py", WRITER)
     writer = ssh_start(survivor, "python3 /root/failover_writer.py 90")
-    writer.stdin.write(app_dsn(hosts) + "\n")
+    writer.stdin.write(app_dsn() + "\n")
     writer.stdin.flush()
     # The writer's first rows, on the old leader.
-    wait_for(lambda: int(psql_app(survivor, f"SELECT count(*) FROM failover_probe WHERE id > {top}", hosts).split()[0])
+    wait_for(lambda: int(psql_app(survivor, f"SELECT count(*) FROM failover_probe WHERE id > {top}").split()[0])
              >= 10, 20, "the writer's first rows")
     # Every process of the unit at once, then no restart: a Patroni restarted within ttl would keep its lock.
     ssh(old, "systemctl kill --signal=SIGKILL patroni; systemctl stop patroni")
@@ -118,7 +120,7 @@ def failover():
         writer.kill()
     assert writer.returncode == 0, err
     result = json.loads(out)
-    return {"old": old, "new": survivor, "hosts": hosts, **result}
+    return {"old": old, "new": survivor, **result}
 
 
 def test_a_killed_leader_is_replaced_and_writes_resume_within_30_s(failover):
@@ -139,7 +141,7 @@ def test_no_committed_row_is_lost_and_the_old_leader_rejoins_as_a_replica(failov
     ids = [i for _, i in failover["committed"]]
     new = failover["new"]
     query = f"SELECT count(*) FROM failover_probe WHERE id = ANY(ARRAY[{','.join(map(str, ids))}]::bigint[])"
-    assert psql_app(new, query, failover["hosts"]).strip() == str(len(ids))
+    assert psql_app(new, query).strip() == str(len(ids))
     old = failover["old"]
     ssh(old, "systemctl start patroni")
     wait_for(lambda: members().get(old, {}).get("State") == "streaming", 90, f"{old} streaming again")

@@ -129,6 +129,21 @@ def test_bad_swarm_input_is_refused_by_name_before_anything_changes():
     assert "Apply the common role" not in out, out[-3000:]
 
 
+def test_bad_endpoint_input_is_refused_by_name_before_anything_changes():
+    """The pg_endpoint role on its own (its main.yml runs its preflight): a network where an address belongs, a
+    port Postgres holds on these app+db hosts and a check interval too short, all named in one run."""
+    proc = playbook("playbooks/pg_endpoint.yml",
+                    "-e", '{"pg_endpoint_listen": ["10.0.0.0/8"], "pg_endpoint_port": 5432,'
+                          ' "pg_endpoint_check_interval_ms": 50}')
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0, out[-3000:]
+    for named in ('pg_endpoint_listen=["10.0.0.0/8"] must be a non-empty list of single IP addresses',
+                  "pg_endpoint_port=5432 must be a port from 1024 to 65535 that none of the project's own services use",
+                  "pg_endpoint_check_interval_ms=50 must be from 200 to 10000"):
+        assert named in out, (named, out[-3000:])
+    assert "changed=0" in out and " changed=1" not in out and "Ensure HAProxy is installed" not in out, out[-3000:]
+
+
 def load_image(name: str, image: str) -> None:
     saved = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
     loaded = subprocess.run(["docker", "exec", "-i", name, "docker", "load", "-q"], stdin=saved.stdout,

@@ -143,6 +143,8 @@ PEER_SERVICES = (
     ("etcd members", ("etcd_cluster",), ("etcd_cluster",), (2379, 2380), (), ()),
     ("etcd clients", ("etcd_cluster",), ("pg_cluster",), (2379,), (), ()),
     ("patroni", ("pg_cluster",), ("pg_cluster",), (5432, 8008), (), ()),
+    # Each app host's HAProxy (roles/pg_endpoint): Postgres, and the REST API's /primary it checks.
+    ("patroni clients", ("pg_cluster",), ("app",), (5432, 8008), (), ()),
 )
 
 
