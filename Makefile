@@ -139,7 +139,7 @@ molecule-verify: $(MOLECULE_DEPS)
 molecule-scaleout: $(MOLECULE_DEPS)
 	mkdir -p $(REPORTS)
 	test -f .cache/molecule/vault-pass || python3 tools/demo_vault.py --molecule
-	mkdir -p -m 0700 .cache/scaleout/host_vars
+	mkdir -p -m 0700 .cache/scaleout/host_vars .cache/scaleout/group_vars/all
 	$(MOLECULE) "scaleout: destroy (old)" -- molecule destroy -s scaleout
 	$(MOLECULE) "scaleout: create" -- molecule create -s scaleout
 	$(MOLECULE) "scaleout: converge" -- molecule converge -s scaleout

@@ -9,12 +9,14 @@ so the failover needs no change in the client."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from conftest import address, app_dsn, playbook, ssh, ssh_start
+from conftest import address, app_dsn, playbook, ssh, ssh_start, vault
 
 MEMBERS = ("rpa-so-1", "rpa-so-2")
 PATRONICTL = "patronictl -c /etc/patroni/config.yml"
@@ -97,6 +99,35 @@ def test_the_rotations_probes_accept_the_vaults_passwords_and_refuse_a_wrong_one
     for task in ("Try the REST API's password.", "Try the replication login's password."):
         assert task in out, out[-3000:]
     assert "skipping: [rpa-so-" not in out.split("Prove the vault's passwords")[1].split("Expect the wrong password")[0], out[-3000:]
+
+
+def test_a_rotation_of_the_clusters_logins_reaches_every_member_and_keeps_them_streaming():
+    """playbooks/rotate-secrets.yml on the three servers (the scenario's own copy of the vault) for both of
+    Patroni's logins, at -vvv: one draw for every host (both members' files hold the vault's new values), its
+    own probes refuse the old ones, nothing of either is printed, the replica streams again with the new
+    replication password when its connection is cut, and the role's next run changes nothing."""
+    before = vault()
+    proc = playbook("playbooks/rotate-secrets.yml", "-vvv",
+                    "-e", '{"rpa_rotate": ["patroni_replication_password", "patroni_restapi_password"]}')
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    after = vault()
+    keys = ("vault_patroni_replication_password", "vault_patroni_restapi_password")
+    assert all(after[k] != before[k] for k in keys), "the vault was not rotated"
+    assert [k for k in keys for v in (before, after) if v[k] in output] == [], "a password was printed at -vvv"
+    for name in MEMBERS:
+        config = yaml.safe_load(ssh(name, "cat /etc/patroni/config.yml"))
+        assert config["postgresql"]["authentication"]["replication"]["password"] == after[keys[0]], name
+        assert config["restapi"]["authentication"]["password"] == after[keys[1]], name
+    # The streaming connection stays open through a password change: cut it, and the replica must log in anew.
+    leader, replica = leader_and_replica_with_the_probe_table()
+    ssh(leader, "runuser -u postgres -- psql -XAtc 'SELECT pg_terminate_backend(pid) FROM pg_stat_replication'")
+    wait_for(lambda: ssh(leader, "runuser -u postgres -- psql -XAtc \"SELECT count(*) FROM pg_stat_replication "
+                                 "WHERE state = 'streaming' AND backend_start > now() - interval '60 seconds'\"").strip()
+             == "1", 30, f"{replica} streaming again on a new connection")
+    again = playbook("playbooks/patroni.yml")
+    assert again.returncode == 0 and re.search(r"rpa-so-1\s+:.* changed=0 ", again.stdout) \
+        and re.search(r"rpa-so-2\s+:.* changed=0 ", again.stdout), again.stdout[-3000:]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,54 @@
+"""The patroni role's configuration file, rendered on the controller for the example inventories' members
+(tests/unit/files/patroni_config.yml; no host is contacted): who pg_hba lets in."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# The vault's values (made up), and no off-site repository: pg_hba does not depend on it.
+EXTRA = {"vault_postgres_superuser_password": "Fake-Superuser-Password-000000001",
+         "vault_patroni_replication_password": "Fake-Replication-Password-0000001",
+         "vault_patroni_restapi_password": "Fake-Restapi-Password-00000000001",
+         "vault_postgres_app_password": "Fake-App-Password-000000000000001", "patroni_pitr_repo_host": ""}
+
+
+def rendered(inventory: str) -> dict[str, dict]:
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_CACHE_PLUGIN="ansible.builtin.memory", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json")
+    env.pop("ANSIBLE_VAULT_IDENTITY_LIST", None)
+    proc = subprocess.run(["ansible-playbook", "tests/unit/files/patroni_config.yml", "-i", str(ROOT / inventory),
+                           "-e", "ansible_host=127.0.0.1", "-e", "ansible_port=9", "-e", json.dumps(EXTRA)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    # The JSON result, then profile_tasks' table.
+    data, _ = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("{"):])
+    # One entry per host under the Mitogen strategy, one for all under linear: either way, every host's.
+    return {host: result["msg"] for task in data["plays"][0]["tasks"] if task["task"]["name"] == "Print the file."
+            for host, result in task["hosts"].items()}
+
+
+def hba(config: dict) -> list[str]:
+    return config["postgresql"]["pg_hba"]
+
+
+def test_the_ha_members_admit_the_app_login_from_the_app_hosts_haproxy():
+    configs = rendered("inventory/ha")
+    assert sorted(configs) == ["rpa-db-1", "rpa-db-2"]
+    for host, config in configs.items():
+        lines = hba(config)
+        # The app hosts' HAProxy (roles/pg_endpoint) connects from their private addresses.
+        for app in ("10.0.0.11/32", "10.0.0.12/32"):
+            assert f"host rpa_engine rpa_engine {app} scram-sha-256" in lines, (host, lines)
+            # ... for the application's database and login only: no replication, no superuser from there.
+            assert [line for line in lines if app in line] == [f"host rpa_engine rpa_engine {app} scram-sha-256"]
+        # The witness holds an etcd member, not a client of Postgres.
+        assert not [line for line in lines if "10.0.0.31" in line], lines
+        # Replication and pg_rewind from the members alone.
+        assert [line for line in lines if line.startswith("host replication")] == [
+            "host replication replicator 10.0.0.21/32 scram-sha-256", "host replication replicator 10.0.0.22/32 scram-sha-256"]
