@@ -73,7 +73,7 @@ def test_an_operator_login_refuses_the_old_value_at_once():
 
 def test_every_secret_at_once_orders_owners_before_their_clients():
     p = plan(*CATALOGUE)
-    assert p["set"][0]["roles"] == ["postgres", "redis", "monitoring", "caddy", "app"]
+    assert p["set"][0]["roles"] == ["postgres", "patroni", "redis", "monitoring", "caddy", "app"]
     assert set(p["vault"]) == {e["vault_key"] for e in CATALOGUE.values()} | {"vault_postgres_app_login"}
     # The consumers prove the new values work for them too (the exporters log in, the backend's health).
     assert {"variable": "monitoring_postgres_password", "value": "<new postgres_monitor_password>",
@@ -85,3 +85,22 @@ def test_a_rotation_inside_a_window_is_noticed():
     meta = {"vault_jwt_secret": {"rotated_at": 1, "previous_until": time.time() + 600}}
     assert rpa_rotation.rpa_rotation_in_window(["jwt_secret", "redis_password"], CATALOGUE, meta) == ["jwt_secret"]
     assert rpa_rotation.rpa_rotation_in_window(["jwt_secret"], CATALOGUE, {}) == []
+
+
+def test_patronis_logins_are_set_and_proved_by_the_patroni_role():
+    # Left out of every step once (patroni was missing from the role order): the vault alone was renewed.
+    p = plan("patroni_replication_password", "patroni_restapi_password")
+    assert p["set"] == [{"roles": ["patroni"], "vars": {
+        "patroni_replication_password": "<new patroni_replication_password>",
+        "patroni_restapi_password": "<new patroni_restapi_password>"}}]
+    assert {"variable": "patroni_replication_password", "value": "<new patroni_replication_password>",
+            "expect": "accepted"} in p["verify"]["patroni"]
+    # No overlap: the old value is refused from the set step on.
+    assert {"variable": "patroni_restapi_password", "value": "<old patroni_restapi_password>",
+            "expect": "refused"} in p["verify"]["patroni"]
+    assert [step["roles"] for step in p["rollback"]] == [["patroni"]]
+
+
+def test_every_owner_and_consumer_of_the_catalogue_has_its_place_in_the_order():
+    roles = {e["owner"] for e in CATALOGUE.values()} | {r for e in CATALOGUE.values() for r in e["consumers"]}
+    assert roles <= set(rpa_rotation.ROLE_ORDER), roles - set(rpa_rotation.ROLE_ORDER)

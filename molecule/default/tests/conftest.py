@@ -293,6 +293,37 @@ def put_file(server: dict, path: str, content: str) -> None:
     ssh_run(server, f"umask 077 && mkdir -p $(dirname {path}) && cat > {path}", content)
 
 
+LYNIS_DIR = "/var/tmp/rpa-lynis"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def lynis_audit(server):
+    """Lynis (the controller's Debian package, copied in for the audit and removed afterwards) audits the
+    converged server from the first test on, in the background and niced: the audit needs about 40 s of the
+    server's time, which it takes from what the first tests leave idle. Its report's lines are
+    test_common.test_lynis_hardening_index's to read (the process's stdout)."""
+    packed = subprocess.run(["tar", "-C", "/", "-cf", "-", "usr/share/lynis", "usr/sbin/lynis", "etc/lynis"],
+                            capture_output=True)
+    copied = subprocess.run(["docker", "exec", "-i", server["name"], "sh", "-c",
+                             f"rm -rf {LYNIS_DIR} && mkdir -p {LYNIS_DIR} && tar -C {LYNIS_DIR} -xf -"],
+                            input=packed.stdout, capture_output=True)
+    if packed.returncode or copied.returncode:
+        # Only the test that reads the report fails, saying why; every other test runs.
+        yield f"Lynis could not be copied in: {packed.stderr[-500:]!r} {copied.stderr[-500:]!r}"
+        return
+    audit = subprocess.Popen(
+        ["docker", "exec", server["name"], "sh", "-c",
+         f"rm -f /run/lynis.pid; cd {LYNIS_DIR}/usr/share/lynis && cp ../../sbin/lynis . && "
+         f"nice -n 10 ./lynis audit system --quick --no-colors --profile {LYNIS_DIR}/etc/lynis/default.prf "
+         f"--plugindir {LYNIS_DIR}/etc/lynis/plugins --report-file {LYNIS_DIR}/report.dat "
+         f"--logfile {LYNIS_DIR}/lynis.log >/dev/null 2>&1; cat {LYNIS_DIR}/report.dat; rm -rf {LYNIS_DIR}"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    yield audit
+    if audit.poll() is None:
+        audit.kill()
+        subprocess.run(["docker", "exec", server["name"], "rm", "-rf", LYNIS_DIR], capture_output=True)
+
+
 @pytest.fixture
 def client_env(server):
     """Env files (0600, in the server) with the vault's current credentials for client containers.

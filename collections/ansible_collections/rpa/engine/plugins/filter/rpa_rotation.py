@@ -14,8 +14,9 @@ import time
 
 from ansible_collections.rpa.engine.plugins.module_utils import rpa_vault
 
-# Owners before the clients that use their secrets, the application last.
-ROLE_ORDER = ["postgres", "redis", "monitoring", "caddy", "app"]
+# Owners before the clients that use their secrets, the application last. A role missing here is left out
+# of every step: patroni was, and a rotation of its logins renewed the vault's values alone.
+ROLE_ORDER = ["postgres", "patroni", "redis", "monitoring", "caddy", "app"]
 
 
 def rpa_previous_secret(previous, meta, name: str) -> str:
