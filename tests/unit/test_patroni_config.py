@@ -12,10 +12,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 # The vault's values (made up), and no off-site repository: pg_hba does not depend on it.
-EXTRA = {"vault_postgres_superuser_password": "Fake-Superuser-Password-000000001",
-         "vault_patroni_replication_password": "Fake-Replication-Password-0000001",
-         "vault_patroni_restapi_password": "Fake-Restapi-Password-00000000001",
-         "vault_postgres_app_password": "Fake-App-Password-000000000000001", "patroni_pitr_repo_host": ""}
+EXTRA = {**{key: f"Fake-{key.split('_')[-2]}-0000000000000000000000" for key in (
+    "vault_postgres_superuser_password", "vault_patroni_replication_password", "vault_patroni_restapi_password",
+    "vault_postgres_app_password")}, "patroni_pitr_repo_host": ""}
 
 
 def rendered(inventory: str) -> dict[str, dict]:
@@ -52,3 +51,4 @@ def test_the_ha_members_admit_the_app_login_from_the_app_hosts_haproxy():
         # Replication and pg_rewind from the members alone.
         assert [line for line in lines if line.startswith("host replication")] == [
             "host replication replicator 10.0.0.21/32 scram-sha-256", "host replication replicator 10.0.0.22/32 scram-sha-256"]
+

@@ -306,3 +306,10 @@ def test_the_derived_peer_rules_pass_their_own_check():
 def test_hand_written_peer_rules_are_refused_naming_the_problem(rules, problem):
     found = t.rpa_peer_rules_problems(rules)
     assert len(found) == 1 and problem in found[0], found
+
+
+def test_private_addresses_map_each_host_to_its_address_or_nothing():
+    hostvars = {"a": {"rpa_private_address": "10.0.0.1"}, "b": {}, "c": {"rpa_private_address": " fd00::3 "}}
+    # As given (the checks that own the values trim and name them); unset is ''.
+    assert t.rpa_private_addresses(["a", "b", "c"], hostvars) == {"a": "10.0.0.1", "b": "", "c": " fd00::3 "}
+    assert t.rpa_private_addresses(["b"], hostvars) == {"b": ""} and t.rpa_private_addresses([], hostvars) == {}

@@ -203,6 +203,16 @@ def rpa_peer_rules_problems(rules) -> list[str]:
     return found
 
 
+def rpa_private_addresses(hosts, hostvars) -> dict:
+    """``{host: rpa_private_address}`` for each of ``hosts`` (``''`` where unset): what rpa_topology,
+    rpa_peer_rules and rpa_hosts_in_networks take. Values are passed as they are; their checks name a bad one."""
+    found = {}
+    for host in hosts or []:
+        variables = hostvars[host]
+        found[host] = variables["rpa_private_address"] if "rpa_private_address" in variables else ""
+    return found
+
+
 def rpa_hosts_in_networks(addresses: dict, networks: list) -> list[str]:
     """The hosts whose address lies in one of ``networks`` (CIDR), sorted. Unparsable values are skipped:
     the checks that own them name them."""
@@ -226,4 +236,4 @@ class FilterModule:
     def filters(self):
         return {"rpa_topology": rpa_topology, "rpa_peer_rules": rpa_peer_rules,
                 "rpa_hosts_in_networks": rpa_hosts_in_networks,
-                "rpa_peer_rules_problems": rpa_peer_rules_problems}
+                "rpa_peer_rules_problems": rpa_peer_rules_problems, "rpa_private_addresses": rpa_private_addresses}
