@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import address, app_dsn, playbook, ssh, ssh_start, vault
+from conftest import VAULT_FILE, address, app_dsn, playbook, ssh, ssh_start, vault
 
 MEMBERS = ("rpa-so-1", "rpa-so-2")
 PATRONICTL = "patronictl -c /etc/patroni/config.yml"
@@ -101,6 +101,31 @@ def test_the_rotations_probes_accept_the_vaults_passwords_and_refuse_a_wrong_one
     assert "skipping: [rpa-so-" not in out.split("Prove the vault's passwords")[1].split("Expect the wrong password")[0], out[-3000:]
 
 
+ROTATE_BOTH = ["patroni_replication_password", "patroni_restapi_password"]
+
+
+def test_a_rotation_that_fails_on_one_host_rolls_every_host_back():
+    """The rotation failing on purpose after its test step on rpa-so-2 alone: the other hosts stop where the
+    rotation waits for every host, every host goes back to the vault's values, the vault is unchanged, and
+    both members take the vault's passwords and refuse a wrong one (the probes' playbook)."""
+    before = VAULT_FILE.read_bytes()
+    proc = playbook("playbooks/rotate-secrets.yml", "-e", json.dumps(
+        {"rpa_rotate": ROTATE_BOTH, "rpa_rotation_fail_at": "test", "rpa_rotation_fail_hosts": ["rpa-so-2"]}))
+    out = proc.stdout
+    assert proc.returncode != 0, out[-3000:]
+    assert 'failed at "Fail on purpose after the test step (tests only)."' in out, out[-3000:]
+    assert "The rotation did not pass on rpa-so-2" in out and 'failed at "Test: every host passed."' in out, out[-3000:]
+    assert VAULT_FILE.read_bytes() == before
+    secrets = vault()
+    for name in MEMBERS:
+        config = yaml.safe_load(ssh(name, "cat /etc/patroni/config.yml"))
+        assert config["postgresql"]["authentication"]["replication"]["password"] == \
+            secrets["vault_patroni_replication_password"], name
+        assert config["restapi"]["authentication"]["password"] == secrets["vault_patroni_restapi_password"], name
+    probes = playbook("molecule/scaleout/tests/files/patroni_verify.yml")
+    assert probes.returncode == 0, probes.stdout[-3000:]
+
+
 def test_a_rotation_of_the_clusters_logins_reaches_every_member_and_keeps_them_streaming():
     """playbooks/rotate-secrets.yml on the three servers (the scenario's own copy of the vault) for both of
     Patroni's logins, at -vvv: one draw for every host (both members' files hold the vault's new values), its
@@ -108,7 +133,7 @@ def test_a_rotation_of_the_clusters_logins_reaches_every_member_and_keeps_them_s
     replication password when its connection is cut, and the role's next run changes nothing."""
     before = vault()
     proc = playbook("playbooks/rotate-secrets.yml", "-vvv",
-                    "-e", '{"rpa_rotate": ["patroni_replication_password", "patroni_restapi_password"]}')
+                    "-e", json.dumps({"rpa_rotate": ROTATE_BOTH}))
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, proc.stdout[-3000:]
     after = vault()
