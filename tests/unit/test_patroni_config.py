@@ -48,7 +48,8 @@ def test_the_ha_members_admit_the_app_login_from_the_app_hosts_haproxy():
             assert [line for line in lines if app in line] == [f"host rpa_engine rpa_engine {app} scram-sha-256"]
         # The witness holds an etcd member, not a client of Postgres.
         assert not [line for line in lines if "10.0.0.31" in line], lines
-        # Replication and pg_rewind from the members alone.
+        # Replication from the members alone, and from the member itself (Patroni reads its own timeline so).
         assert [line for line in lines if line.startswith("host replication")] == [
+            "host replication replicator 127.0.0.1/32 scram-sha-256",
             "host replication replicator 10.0.0.21/32 scram-sha-256", "host replication replicator 10.0.0.22/32 scram-sha-256"]
 
