@@ -200,7 +200,15 @@ def test_no_committed_row_is_lost_and_the_old_leader_rejoins_as_a_replica(failov
     assert psql_app(new, query).strip() == str(len(ids))
     old = failover["old"]
     ssh(old, "systemctl start patroni")
-    wait_for(lambda: members().get(old, {}).get("State") == "streaming", 90, f"{old} streaming again")
+
+    def streaming_while_the_application_writes() -> bool:
+        # A rewound member is consistent, and Patroni calls it streaming, only once it has replayed WAL past
+        # where the leader was at the rewind: on a leader nobody writes to, that waits for the next write
+        # (seen: 85 s of an idle leader). The application writes; so does this check, once per poll.
+        psql_app(new, "INSERT INTO failover_probe DEFAULT VALUES")
+        return members().get(old, {}).get("State") == "streaming"
+
+    wait_for(streaming_while_the_application_writes, 90, f"{old} streaming again")
     assert members()[old]["Role"] == "Replica"
     # Its own copy has every committed row (rewound if it had diverged, then streamed).
     wait_for(lambda: ssh(old, f"runuser -u postgres -- psql -d rpa_engine -XAtc {json.dumps(query)}").strip()
