@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 
-from conftest import COMPOSE, cname, redis_cmd, ssh_argv
+from conftest import COMPOSE, cname, redis_cmd, ssh_argv, wait_every_service_healthy
 
 
 
@@ -27,18 +26,7 @@ def test_every_service_is_healthy_within_120_s_of_a_restart(host, server):
 
     start = time.monotonic()
     subprocess.run(["docker", "restart", server["name"]], check=True, capture_output=True, timeout=120)
-    states = {}
-    while time.monotonic() - start < 120:
-        res = remote(server, "docker inspect --format '{{json .State}}' "
-                     + " ".join(f"{cname(s)}" for s in services) + " 2>/dev/null")
-        states = {}
-        for service, line in zip(services, res.stdout.splitlines()):
-            state = json.loads(line)
-            states[service] = state.get("Health", {}).get("Status", state["Status"])
-        if len(states) == len(services) and set(states.values()) == {"healthy"}:
-            break
-        time.sleep(3)
-    took = time.monotonic() - start
+    took, states = wait_every_service_healthy(server, 120, start)
     assert set(states.values()) == {"healthy"} and len(states) == len(services),\
         f"after {took:.0f}s: {states}"
 

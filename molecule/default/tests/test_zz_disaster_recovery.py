@@ -1,66 +1,48 @@
-"""Disaster recovery (issue 17), last of all because it kills the server under test: rows written through
-the app, the server killed outright, a fresh bare server, and the one command (playbooks/recover.yml).
-bench/dr is the drill; this runs it and asserts the RPO (<= 60 s) and that the stack serves its data.
+"""Disaster recovery (issue 17), last of all: rows written through the app, the server killed outright, a fresh
+bare server, and the one command (playbooks/recover.yml). bench/dr is the drill. Its first half (write, kill,
+restart) ran in test_pitr_server_killed.py; the recovery has run in a thread (conftest's `disaster`) beside the
+modules in between. This waits for it and asserts the RPO (<= 60 s) and that the stack serves its data.
 
 The recovered server is thrown away at the end, so the Swarm gate's test (issue 21) reuses it rather
-than paying for a server of its own: a one-node swarm there changes nothing anyone else tests."""
+than paying for a server of its own: a one-node swarm there changes nothing anyone else tests. Its
+playbook also ran in the thread, after the recovery."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-import pytest
-import yaml
+from conftest import DR_NAME
 
-from conftest import ROOT, TESTBED, bench, inventory_path, run_playbook
-
-DR_NAME = "rpa-recovered"
-DR_SSH_PORT = 2231
-SSH_KEY = ROOT / ".testbed" / "ssh" / "id_ed25519"
+OUTCOME_TIMEOUT = 600
 
 
-@pytest.fixture(scope="module")
-def recovered(server):
-    def run_recover(inventory, *extra):
-        proc, _ = run_playbook("playbooks/recover.yml", *extra, check_json=False, human=True, inventory=inventory)
-        return proc.returncode, proc.stdout + proc.stderr
-
-    try:
-        yield bench("dr").drill(source=server["name"], inventory=inventory_path(), name=DR_NAME,
-                                ssh_port=DR_SSH_PORT, http_port=8891, port=8451, run_recover=run_recover,
-                                ssh_key=SSH_KEY, write_seconds=8, keep=True)
-    finally:
-        subprocess.run([sys.executable, str(TESTBED), "down", DR_NAME], capture_output=True)
+def thread_outcome(disaster) -> dict:
+    """The background thread's outcome, once it is through (it started in test_pitr_server_killed.py)."""
+    assert disaster["done"].wait(OUTCOME_TIMEOUT), f"the recovery was not through within {OUTCOME_TIMEOUT} s"
+    assert "error" not in disaster["outcome"], disaster["outcome"]["error"]
+    return disaster["outcome"]
 
 
-def test_a_killed_server_is_rebuilt_by_one_command_with_its_data(recovered):
-    figures = recovered
+def test_a_killed_server_is_rebuilt_by_one_command_with_its_data(disaster):
+    figures = thread_outcome(disaster)["figures"]
     assert figures["ok"], figures["output"]
     assert figures["archived_before_kill"], "the first write's WAL segment was not archived within 90 s of writing"
     print(f"\nDR drill: {figures['acked']} writes acknowledged before the kill, {figures['present']} recovered, "
-          f"RPO {figures['rpo']:.1f} s, RTO {figures['rto']:.1f} s")
+          f"RPO {figures['rpo']:.1f} s, RTO {figures['rto']:.1f} s (beside other tests)")
     assert figures["acked"] >= 20, figures
     assert not figures["gaps"], f"acknowledged writes missing before the newest recovered one: {figures['gaps']}"
     assert figures["rpo"] is not None and figures["rpo"] <= 60, figures
 
 
-def test_the_swarm_gate_fails_an_update_that_swarm_rolled_back(recovered, tmp_path):
+def test_the_swarm_gate_fails_an_update_that_swarm_rolled_back(disaster):
     """rpa_stack on a real one-node swarm, one playbook run (after the docker role turned live-restore off by a
     reload, as a Swarm shape's inventory has it): a stack that converges, the same deploy again
     (no change), an update whose health check fails planned in check mode (nothing deployed) and then
     deployed - Swarm rolls it back, and the gate fails naming the service and the task, where `docker
     service update --detach=false` would have exited 0."""
-    assert recovered["ok"], "no recovered server to run on: " + recovered.get("output", "")[-500:]
-    (tmp_path / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {DR_NAME: {
-        "ansible_host": "127.0.0.1", "ansible_port": DR_SSH_PORT, "ansible_user": "root",
-        "ansible_ssh_private_key_file": str(SSH_KEY),
-        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
-        # Mitogen checks host keys by this variable, not by the ssh options (the test bed sets it in group_vars).
-        "ansible_host_key_checking": False,
-    }}}}))
-    proc, data = run_playbook("molecule/default/tests/files/swarm_gate.yml", inventory=tmp_path / "hosts.yml")
+    result = thread_outcome(disaster)
+    assert result["figures"]["ok"], "no recovered server to run on: " + result["figures"].get("output", "")[-500:]
+    proc, data = result["swarm_gate"]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     tasks = {t["task"]["name"]: t["hosts"][DR_NAME] for play in data["plays"] for t in play["tasks"]}
     outcome = tasks["Report the outcomes."]["msg"]

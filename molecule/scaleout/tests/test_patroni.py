@@ -9,7 +9,6 @@ so the failover needs no change in the client."""
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 
@@ -130,7 +129,7 @@ def test_a_rotation_of_the_clusters_logins_reaches_every_member_and_keeps_them_s
     """playbooks/rotate-secrets.yml on the three servers (the scenario's own copy of the vault) for both of
     Patroni's logins, at -vvv: one draw for every host (both members' files hold the vault's new values), its
     own probes refuse the old ones, nothing of either is printed, the replica streams again with the new
-    replication password when its connection is cut, and the role's next run changes nothing."""
+    replication password when its connection is cut."""
     before = vault()
     proc = playbook("playbooks/rotate-secrets.yml", "-vvv",
                     "-e", json.dumps({"rpa_rotate": ROTATE_BOTH}))
@@ -150,9 +149,8 @@ def test_a_rotation_of_the_clusters_logins_reaches_every_member_and_keeps_them_s
     wait_for(lambda: ssh(leader, "runuser -u postgres -- psql -XAtc \"SELECT count(*) FROM pg_stat_replication "
                                  "WHERE state = 'streaming' AND backend_start > now() - interval '60 seconds'\"").strip()
              == "1", 30, f"{replica} streaming again on a new connection")
-    again = playbook("playbooks/patroni.yml")
-    assert again.returncode == 0 and re.search(r"rpa-so-1\s+:.* changed=0 ", again.stdout) \
-        and re.search(r"rpa-so-2\s+:.* changed=0 ", again.stdout), again.stdout[-3000:]
+    # That the role then changes nothing is test_scaleout's check-mode run, after this module (a run of
+    # patroni.yml of its own here cost 30 s).
 
 
 @pytest.fixture(scope="module")

@@ -241,8 +241,9 @@ def test_a_changed_etcd_configuration_restarts_one_member_at_a_time_and_writes_g
 
 
 def test_check_mode_on_the_converged_servers_reports_nothing_to_change():
-    """playbooks/scaleout.yml --check --diff after the converge: every host ok, nothing changed - the Swarm's
-    join and node updates, etcd's configuration and the peer firewall all read as converged."""
+    """playbooks/scaleout.yml --check --diff after the converge, and after test_patroni's rotation of both of
+    Patroni's logins and its failover: every host ok, nothing changed - the Swarm's join and node updates,
+    etcd's configuration, Patroni's on the rotated passwords and the peer firewall all read as converged."""
     proc = playbook("playbooks/scaleout.yml", "--check", "--diff")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     recaps = {line.split()[0]: line for line in proc.stdout.splitlines() if re.match(r"rpa-so-\d +: ok=", line)}
