@@ -326,21 +326,43 @@ def wait_every_service_healthy(server: dict, timeout: float, since: float) -> tu
     return time.monotonic() - since, states
 
 
-# The disaster-recovery drill (issue 17, bench/dr) in two halves, so that the one command's 2-3 minutes on a
-# second server run beside other tests instead of in line (this machine is about half idle during verify):
-# test_pitr_server_killed.py writes, kills the server under test (SIGKILL), copies its repository, starts it
-# again and waits for every service; the recovery onto a fresh bare server then runs in a thread, followed by
-# the Swarm gate's playbook on that throwaway server; test_zz_disaster_recovery.py, last, reads the outcome.
+# The disaster-recovery drill (issue 17, bench/dr) in two halves: test_a_killed_server.py, first, writes,
+# kills the server under test (SIGKILL), copies its repository, starts it again and waits for every service;
+# the one command then rebuilds a fresh bare server from the copy in a thread, and test_zz_disaster_recovery.py,
+# last, reads the outcome. The recovered server is the same site on the same settings (a copy of the group_vars
+# taken at the kill, its vault included), so in Molecule's verify (RPA_VERIFY_LANE=main, set by the Makefile)
+# it then serves as a second server under test: a second pytest process (RPA_VERIFY_LANE=recovered) runs the
+# modules of RECOVERED_LANE on it while this one runs the rest here - verify is about half idle on 2 CPUs, and
+# in one line it took 27 minutes. Last, the Swarm gate's playbook runs on it (it reconfigures its engine).
+# Without RPA_VERIFY_LANE (a module or two run by hand, make verify-demo) every module runs here, in line.
+LANE = os.environ.get("RPA_VERIFY_LANE", "")
+RECOVERED_LANE = ("test_app.py", "test_rotation.py")
+KILL_MODULE = "test_a_killed_server.py"
 DR_NAME = "rpa-recovered"
 DR_SSH_PORT = 2231
 DR_HTTP_PORT = 8891
 DR_HTTPS_PORT = 8451
 DR_SSH_KEY = ROOT / ".testbed" / "ssh" / "id_ed25519"
+REPORTS = ROOT / ".cache" / "reports"
+RECOVERED_LOG = REPORTS / "molecule-recovered.log"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each lane keeps its own modules."""
+    if LANE not in ("main", "recovered"):
+        return
+    keep, drop = [], []
+    for item in items:
+        (keep if (item.path.name in RECOVERED_LANE) == (LANE == "recovered") else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 def dr_inventory(directory: Path) -> Path:
-    """An inventory of the recovered server alone (for the Swarm gate's playbook)."""
-    (directory / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {DR_NAME: {
+    """An inventory of the recovered server alone, beside the group_vars copy."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "hosts.yml").write_text(yaml.safe_dump({"rpa_engine": {"hosts": {DR_NAME: {
         "ansible_host": "127.0.0.1", "ansible_port": DR_SSH_PORT, "ansible_user": "root",
         "ansible_ssh_private_key_file": str(DR_SSH_KEY),
         "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
@@ -350,12 +372,39 @@ def dr_inventory(directory: Path) -> Path:
     return directory / "hosts.yml"
 
 
+def run_recovered_lane(lane_dir: Path) -> int:
+    """The second pytest process, on the recovered server (its own instance config and inventory); its
+    report joins the others in .cache/reports, its output in molecule-recovered.log."""
+    (lane_dir / "instance_config.yml").write_text(yaml.safe_dump([{
+        "instance": DR_NAME, "address": "127.0.0.1", "user": "root", "port": DR_SSH_PORT,
+        "identity_file": str(DR_SSH_KEY)}]))
+    env = dict(os.environ, RPA_VERIFY_LANE="recovered", MOLECULE_EPHEMERAL_DIRECTORY=str(lane_dir),
+               MOLECULE_INSTANCE_CONFIG=str(lane_dir / "instance_config.yml"),
+               MOLECULE_INVENTORY_FILE=str(lane_dir / "inventory" / "hosts.yml"))
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    tests = Path(__file__).resolve().parent
+    with RECOVERED_LOG.open("w") as log:
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "--durations=10",
+             f"--hosts=ansible://{DR_NAME}", f"--ansible-inventory={lane_dir / 'inventory'}",
+             f"--junitxml={REPORTS / 'molecule-recovered.xml'}", *[str(tests / m) for m in RECOVERED_LANE]],
+            cwd=tests.parent, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=2400).returncode
+
+
 @pytest.fixture(scope="session")
 def disaster(server):
-    """The kill (in line) and the recovery (in a thread). Yields {"killed", "back", "done", "outcome"}: the
-    kill's figures, the source's return (seconds, states), an Event set when the thread is through, and the
-    thread's outcome ({"figures"} of the recovery, then {"swarm_gate": (proc, data)})."""
+    """The kill (in line), then a thread: the recovery, the recovered server's lane (main lane only), the Swarm
+    gate's playbook. Yields {"killed", "back", "recovered", "done", "outcome"}: the kill's figures, the source's
+    return (seconds, states), Events set when the recovery and when the whole thread are through, and the
+    thread's outcome: "figures" of the recovery, "lane" (the second process's exit code), "swarm_gate"
+    (proc, data), or "error"."""
     dr = bench("dr")
+    base = os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY") or tempfile.mkdtemp(prefix="rpa-dr-")
+    lane_dir = Path(base) / "recovered"
+    shutil.rmtree(lane_dir, ignore_errors=True)
+    # The settings and vault as they are at the kill: what the recovered server is built from, and what its
+    # lane's tests (a rotation among them) read and write - never the vault of this lane's server.
+    shutil.copytree(inventory_path() / "group_vars", lane_dir / "inventory" / "group_vars", symlinks=True)
     try:
         killed = dr.kill(source=server["name"], name=DR_NAME, ssh_port=DR_SSH_PORT, http_port=DR_HTTP_PORT,
                          port=DR_HTTPS_PORT, write_seconds=8)
@@ -366,31 +415,38 @@ def disaster(server):
     subprocess.run(["docker", "start", server["name"]], check=True, capture_output=True, timeout=120)
     back = wait_every_service_healthy(server, 180, restarted)
     outcome: dict = {}
-    done = threading.Event()
+    recovered, done = threading.Event(), threading.Event()
 
     def run_recover(inventory, *extra):
         proc, _ = run_playbook("playbooks/recover.yml", *extra, check_json=False, human=True, inventory=inventory)
         return proc.returncode, proc.stdout + proc.stderr
 
-    def recover_then_swarm_gate():
+    def recover_then_more():
         try:
-            outcome["figures"] = dr.recover(killed, inventory=inventory_path(), name=DR_NAME, ssh_port=DR_SSH_PORT,
-                                            port=DR_HTTPS_PORT, run_recover=run_recover, ssh_key=DR_SSH_KEY)
-            if outcome["figures"]["ok"]:
-                with tempfile.TemporaryDirectory() as tmp:
-                    outcome["swarm_gate"] = run_playbook("molecule/default/tests/files/swarm_gate.yml",
-                                                         inventory=dr_inventory(Path(tmp)))
+            try:
+                outcome["figures"] = dr.recover(killed, inventory=lane_dir / "inventory", name=DR_NAME,
+                                                ssh_port=DR_SSH_PORT, port=DR_HTTPS_PORT, run_recover=run_recover,
+                                                ssh_key=DR_SSH_KEY)
+            finally:
+                recovered.set()
+            if not outcome["figures"]["ok"]:
+                return
+            inventory = dr_inventory(lane_dir / "inventory")
+            if LANE == "main":
+                outcome["lane"] = run_recovered_lane(lane_dir)
+            outcome["swarm_gate"] = run_playbook("molecule/default/tests/files/swarm_gate.yml", inventory=inventory)
         except Exception as exc:  # the tests that read the outcome fail with it; the others go on
             outcome["error"] = repr(exc)
         finally:
+            recovered.set()
             done.set()
 
-    thread = threading.Thread(target=recover_then_swarm_gate, daemon=True)
+    thread = threading.Thread(target=recover_then_more, daemon=True)
     thread.start()
     try:
-        yield {"killed": killed, "back": back, "done": done, "outcome": outcome}
+        yield {"killed": killed, "back": back, "recovered": recovered, "done": done, "outcome": outcome}
     finally:
-        thread.join(900)
+        thread.join(2700)
         if killed["booting"].poll() is None:
             killed["booting"].kill()
         subprocess.run([sys.executable, str(TESTBED), "down", DR_NAME], capture_output=True)
@@ -401,11 +457,17 @@ LYNIS_DIR = "/var/tmp/rpa-lynis"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def lynis_audit(server):
+def lynis_audit(server, request):
     """Lynis (the controller's Debian package, copied in for the audit and removed afterwards) audits the
     converged server from the first test on, in the background and niced: the audit needs about 40 s of the
     server's time, which it takes from what the first tests leave idle. Its report's lines are
     test_common.test_lynis_hardening_index's to read (the process's stdout)."""
+    if LANE == "recovered":
+        yield "Lynis audits the main lane's server only"
+        return
+    if any(item.path.name == KILL_MODULE for item in request.session.items):
+        # The drill kills the server first: an audit started before would die with it.
+        request.getfixturevalue("disaster")
     packed = subprocess.run(["tar", "-C", "/", "-cf", "-", "usr/share/lynis", "usr/sbin/lynis", "etc/lynis"],
                             capture_output=True)
     copied = subprocess.run(["docker", "exec", "-i", server["name"], "sh", "-c",

@@ -1,12 +1,12 @@
-"""The disaster-recovery drill's first half (issue 17; conftest's `disaster` fixture, bench/dr): rows written
-through Caddy until a whole archive cycle is off-site, then the server under test killed outright (SIGKILL of
-its container), its repository copied for the new server, and the server started again.
+"""The disaster-recovery drill's first half (issue 17; conftest's `disaster` fixture, bench/dr), first of all:
+rows written through Caddy until a whole archive cycle is off-site, then the server under test killed outright
+(SIGKILL of its container), its repository copied for the new server, and the server started again.
 
-Here, after the point-in-time tests and before the tests that run beside the recovery: the one command then
-rebuilds a fresh bare server from the copy in the background while the modules after this one use the
-restarted server, and test_zz_disaster_recovery.py asserts the recovery last of all. What this module checks
-is the crash itself: the killed server comes back by itself, every service healthy, with every write it
-acknowledged before the kill."""
+The one command then rebuilds a fresh bare server from the copy in the background, and every module after
+this one runs on a server that has crashed once. test_zz_disaster_recovery.py asserts the recovery last of
+all; in Molecule's verify the recovered server also runs the modules of conftest.RECOVERED_LANE meanwhile.
+What this module checks is the crash itself: the killed server comes back by itself, every service healthy,
+with every write it acknowledged before the kill."""
 
 from __future__ import annotations
 
