@@ -53,3 +53,15 @@ def test_the_ha_members_admit_the_app_login_from_the_app_hosts_haproxy():
             "host replication replicator 127.0.0.1/32 scram-sha-256",
             "host replication replicator 10.0.0.21/32 scram-sha-256", "host replication replicator 10.0.0.22/32 scram-sha-256"]
 
+
+
+def test_the_split_examples_one_member_uses_its_own_etcd_and_admits_the_app_host():
+    """The split shape's db host: a cluster of one (no failover), its etcd on itself, the app host's HAProxy let in."""
+    configs = rendered("inventory/split")
+    assert sorted(configs) == ["rpa-db-1"]
+    config = configs["rpa-db-1"]
+    assert config["etcd3"]["hosts"] == ["10.0.0.21:2379"], config["etcd3"]
+    lines = hba(config)
+    assert [line for line in lines if "10.0.0.11" in line] == ["host rpa_engine rpa_engine 10.0.0.11/32 scram-sha-256"]
+    assert [line for line in lines if line.startswith("host replication")] == [
+        "host replication replicator 127.0.0.1/32 scram-sha-256", "host replication replicator 10.0.0.21/32 scram-sha-256"]

@@ -54,11 +54,13 @@ def test_the_single_host_inventories_keep_the_single_shape(inventory):
 
 
 def test_the_split_example_is_one_app_host_and_one_db_host():
+    """The db host is a Patroni cluster of one member (its own one-member etcd): no Swarm, no failover."""
     groups, addresses, group_vars = load(ROOT / "inventory" / "split")
     topo = t.rpa_topology(groups, addresses, IMAGE, settings(group_vars))
     assert topo["problems"] == []
-    assert (topo["shape"], topo["swarm"], topo["patroni"]) == ("split", False, False)
+    assert (topo["shape"], topo["swarm"], topo["patroni"]) == ("split", False, True)
     assert (topo["app"], topo["pg_cluster"], topo["edge"]) == (["rpa-app-1"], ["rpa-db-1"], ["rpa-app-1"])
+    assert topo["etcd_cluster"] == ["rpa-db-1"]
 
 
 def test_the_ha_example_has_odd_quorums_and_the_database_apart():
@@ -232,7 +234,7 @@ def test_patroni_hosts_outside_etcd_reach_its_client_port_only():
 
 
 def test_the_split_examples_db_host_admits_the_app_host_to_postgres_alone():
-    # One app host (no Swarm) and one db host (no Patroni peers, no etcd): the app host's HAProxy only.
+    # One app host (no Swarm) and one db host (no Patroni peers, its etcd its own): the app host's HAProxy only.
     assert peer_rules("inventory/split", "rpa-app-1") == []
     assert peer_rules("inventory/split", "rpa-db-1") == [
         {"name": "patroni clients", "v4": ["10.0.0.11"], "v6": [], "tcp": [5432, 8008], "udp": [], "protocols": []}]
