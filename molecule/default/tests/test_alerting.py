@@ -59,6 +59,11 @@ def prom_alerts(host) -> list[dict]:
 
 def test_alertmanager_is_wired_checked_and_keeps_its_secrets(host):
     assert am(host, "/api/v2/status")["cluster"]["status"] == "disabled"
+    # Polled: this runs right after the drill's kill and restart (test_a_killed_server.py), and Prometheus lists
+    # its Alertmanager only after its first discovery update (seen empty once, 0 s after every service was
+    # healthy; the Watchdog's heartbeat arrived soon after).
+    wait_for(lambda: json.loads(host.check_output("curl -fsS http://127.0.0.1:9090/api/v1/alertmanagers"))[
+        "data"]["activeAlertmanagers"], 60, "Prometheus lists an Alertmanager")
     active = json.loads(host.check_output("curl -fsS http://127.0.0.1:9090/api/v1/alertmanagers"))
     assert [a["url"] for a in active["data"]["activeAlertmanagers"]] == ["http://alertmanager:9093/api/v2/alerts"]
     res = host.run(f"docker exec {cname('alertmanager')} amtool check-config /etc/alertmanager/alertmanager.yml")
