@@ -16,7 +16,7 @@ Only the standard library is used: this runs before the project's venv exists.
     testbed.py up NAME --ssh-port P --https-port P --http-port P
     testbed.py down NAME          remove the server and its nested Docker data
     testbed.py load-images NAME [IMAGE ...]   copy test images into NAME's nested engine
-    testbed.py save-images        image archives: .testbed/images/services.tar.zst and app.tar.zst
+    testbed.py save-images        image archives: .testbed/images/services.tar.zst, app.tar.zst, redis.tar.zst
     testbed.py sink               the alert receiver (SMTP + HTTPS webhook) the servers' Alertmanager reaches
     testbed.py registry           the image registry (TLS, login) the servers pull the app's images from
 """
@@ -358,6 +358,8 @@ def cmd_save_images(args: argparse.Namespace) -> None:
                 if (p / "Dockerfile").is_file() and p.name not in ("server", "http-probe", "alert-sink", "registry", "offsite")]
     save_archive(services, out / "services.tar.zst")
     save_archive([image_name(REFAPP_DIR)], out / "app.tar.zst")
+    # The scale-out scenario's redis_host runs Redis alone: its image without every other service's.
+    save_archive([image_name(IMAGES_DIR / "redis")], out / "redis.tar.zst")
 
 
 # ------------------------------------------------------------------ alert sink

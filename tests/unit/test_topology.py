@@ -213,7 +213,10 @@ def test_the_ha_examples_hosts_admit_exactly_the_peers_of_each_service():
         {"name": "patroni", "v4": ["10.0.0.22"], "v6": [], "tcp": [5432, 8008], "udp": [], "protocols": []},
         {"name": "patroni clients", "v4": ["10.0.0.11", "10.0.0.12"], "v6": [], "tcp": [5432, 8008], "udp": [],
          "protocols": []},
+        # The redis_host: Redis (published by Docker) for the app hosts alone.
+        {"name": "redis clients", "v4": ["10.0.0.11", "10.0.0.12"], "v6": [], "tcp": [6379], "udp": [], "protocols": []},
     ]
+    assert peer_rules("inventory/ha", "rpa-db-2")[-1]["name"] == "patroni clients"
 
 
 def test_app_hosts_that_are_patroni_members_too_are_admitted_once():
@@ -233,11 +236,13 @@ def test_patroni_hosts_outside_etcd_reach_its_client_port_only():
     ]
 
 
-def test_the_split_examples_db_host_admits_the_app_host_to_postgres_alone():
-    # One app host (no Swarm) and one db host (no Patroni peers, its etcd its own): the app host's HAProxy only.
+def test_the_split_examples_db_host_admits_the_app_host_to_postgres_and_redis_alone():
+    # One app host (no Swarm) and one db host (no Patroni peers, its etcd its own): the app host's HAProxy and
+    # its Redis clients only.
     assert peer_rules("inventory/split", "rpa-app-1") == []
     assert peer_rules("inventory/split", "rpa-db-1") == [
-        {"name": "patroni clients", "v4": ["10.0.0.11"], "v6": [], "tcp": [5432, 8008], "udp": [], "protocols": []}]
+        {"name": "patroni clients", "v4": ["10.0.0.11"], "v6": [], "tcp": [5432, 8008], "udp": [], "protocols": []},
+        {"name": "redis clients", "v4": ["10.0.0.11"], "v6": [], "tcp": [6379], "udp": [], "protocols": []}]
 
 
 def test_peer_rules_sort_by_family_skip_the_host_itself_and_unparsable_addresses():
@@ -263,7 +268,7 @@ def test_the_firewall_template_admits_each_peer_service_by_family_and_protocol()
     rules = peer_rules("inventory/ha", "rpa-witness") + [
         {"name": "six", "v4": [], "v6": ["fd00::1", "fd00::2"], "tcp": [2379], "udp": [], "protocols": []}]
     text = render_firewall(rules)
-    accepts = [line.strip() for line in text.splitlines() if "saddr {" in line]
+    accepts = [line.strip() for line in text.split("chain forward {", 1)[0].splitlines() if "saddr {" in line]
     assert accepts == [
         "ip saddr { 10.0.0.11, 10.0.0.12 } tcp dport { 2377, 7946 } accept",
         "ip saddr { 10.0.0.11, 10.0.0.12 } udp dport { 4789, 7946 } accept",
@@ -274,6 +279,17 @@ def test_the_firewall_template_admits_each_peer_service_by_family_and_protocol()
     # Inside the input chain, after the public ports and before the chain ends (policy drop).
     body = text.split("chain input {", 1)[1].split("\n  }", 1)[0]
     assert all(line in body for line in accepts)
+    # The forward chain admits the same peers to the same ports where Docker DNATs them (a container publishes
+    # the port), before its drop of everything else DNAT-ed from outside.
+    forward = [line.strip() for line in text.split("chain forward {", 1)[1].splitlines() if line.strip()]
+    peers = [line for line in forward if "saddr {" in line]
+    assert peers == [
+        "ip saddr { 10.0.0.11, 10.0.0.12 } ct status dnat ct original proto-dst { 2377, 4789, 7946 } accept",
+        "ip saddr { 10.0.0.21, 10.0.0.22 } ct status dnat ct original proto-dst { 2379, 2380 } accept",
+        "ip6 saddr { fd00::1, fd00::2 } ct status dnat ct original proto-dst { 2379 } accept",
+    ]
+    drop = next(i for i, line in enumerate(forward) if line.endswith(" drop"))
+    assert all(forward.index(line) < drop for line in peers)
 
 
 def test_the_firewall_template_is_unchanged_for_the_single_host_shape():

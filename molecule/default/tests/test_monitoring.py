@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import calendar
 import json
+import re
 import time
 from pathlib import Path
 
@@ -49,7 +50,8 @@ def test_prometheus_sees_caddy_request_metrics(host):
     wait_for(lambda: prom(host, query)["data"]["result"], 60, "no caddy_http_requests_total in Prometheus")
     # The listener is for containers only: the firewall admits Docker's bridges, nobody else.
     rules = host.check_output("nft list chain inet rpa_firewall input")
-    assert 'iifname { "br-*", "docker0" } tcp dport 2020 accept' in rules
+    bridges = re.findall(r'iifname \{ (.*) \} tcp dport 2020 accept', rules)
+    assert [set(b.split(", ")) for b in bridges] == [{'"br-*"', '"docker0"', '"docker_gwbridge"'}], rules
 
 
 def test_tls_probe_reports_the_live_certificate_expiry(host):

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import socket
 import subprocess
 
 import pytest
 
-from conftest import address, playbook, ssh, ssh_argv, ssh_start
+from conftest import address, playbook, ssh, ssh_argv, ssh_start, vault
 
 PROBE = r"""
 import socket, sys
@@ -95,6 +96,35 @@ def test_the_firewall_admits_each_peer_service_from_its_peers_only():
         f"{so1}:2377": "silent", f"{so1}:7946": "silent", f"{so3}:2379": "silent", f"{so3}:2380": "silent",
         f"{so1}:5432": "silent", f"{so1}:8008": "silent",
         f"{so1}:22": "open"}
+
+
+REDIS_PING = r"""
+import socket, sys
+password = sys.stdin.read()
+s = socket.create_connection((sys.argv[1], 6379), timeout=5)
+s.sendall(f"AUTH {password}\r\nPING\r\n".encode())
+answer = b""
+while answer.count(b"\r\n") < 2:
+    chunk = s.recv(100)
+    if not chunk:
+        break
+    answer += chunk
+print(answer.decode().replace("\r\n", " ").strip())
+"""
+
+
+def test_redis_on_the_redis_host_answers_the_app_hosts_alone():
+    """Redis runs once, on the redis_host (the witness here), published by Docker on its private address: an
+    app host logs in with the vault's password and gets PONG; from this controller (not a tier host) the
+    port is dropped - Docker's DNAT skips the input chain, so the forward chain admits the peers by name."""
+    so3 = address("rpa-so-3")
+    # The program on the command line, the password on stdin: never in a process list or a log.
+    answer = ssh("rpa-so-1", f"python3 -c {shlex.quote(REDIS_PING)} {so3}", stdin=vault()["vault_redis_password"])
+    assert answer.strip() == "+OK +PONG", answer
+    assert ssh("rpa-so-1", f"python3 -c {shlex.quote(REDIS_PING)} {so3}", stdin="wrong-password-0123456789"
+               ).startswith("-WRONGPASS"), "Redis took a wrong password"
+    assert probe_from("rpa-so-2", [f"{so3}:6379"]) == {f"{so3}:6379": "open"}
+    assert probe_here(f"{so3}:6379") == "silent"
 
 
 def test_bad_swarm_input_is_refused_by_name_before_anything_changes():
@@ -246,12 +276,40 @@ def test_a_changed_etcd_configuration_restarts_one_member_at_a_time_and_writes_g
     assert all(after[n] != before[n] for n in before), (before, after)
 
 
-def test_check_mode_on_the_converged_servers_reports_nothing_to_change():
+def listed_input_chain(name: str) -> list[str]:
+    return [line.strip() for line in ssh(name, "nft -s list chain inet rpa_firewall input").splitlines()]
+
+
+def test_check_mode_reports_only_a_hand_made_firewall_drift_and_a_run_restores_it():
     """playbooks/scaleout.yml --check --diff after the converge, and after test_patroni's rotation of both of
-    Patroni's logins and its failover: every host ok, nothing changed - the Swarm's join and node updates,
-    etcd's configuration, Patroni's on the rotated passwords and the peer firewall all read as converged."""
-    proc = playbook("playbooks/scaleout.yml", "--check", "--diff")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    recaps = {line.split()[0]: line for line in proc.stdout.splitlines() if re.match(r"rpa-so-\d +: ok=", line)}
-    assert sorted(recaps) == ["rpa-so-1", "rpa-so-2", "rpa-so-3"], (sorted(recaps), proc.stdout[-2000:])
-    assert all(" changed=0 " in line and " failed=0 " in line for line in recaps.values()), recaps
+    Patroni's logins and its failover, with one change made by hand: on rpa-so-2 a port opened and the ESP
+    peer rule deleted in the live firewall (its file untouched). Every other host and task reads as
+    converged - the Swarm's join and node updates, etcd's configuration, Patroni's on the rotated passwords;
+    rpa-so-2 reports that one task, with the drift in its diff, and check mode leaves it. Then a run of the
+    firewall's tag alone restores the table."""
+    before = listed_input_chain("rpa-so-2")
+    esp = next(line for line in before if "l4proto esp accept" in line)
+    handle = next(line.rsplit("handle ", 1)[1] for line in
+                  ssh("rpa-so-2", "nft -a list chain inet rpa_firewall input").splitlines() if "l4proto esp" in line)
+    ssh("rpa-so-2", f"nft insert rule inet rpa_firewall input tcp dport 6666 accept && "
+                    f"nft delete rule inet rpa_firewall input handle {handle.strip()}")
+    try:
+        proc = playbook("playbooks/scaleout.yml", "--check", "--diff")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        recaps = {line.split()[0]: line for line in proc.stdout.splitlines() if re.match(r"rpa-so-\d +: ok=", line)}
+        assert sorted(recaps) == ["rpa-so-1", "rpa-so-2", "rpa-so-3"], (sorted(recaps), proc.stdout[-2000:])
+        assert all(" failed=0 " in line for line in recaps.values()), recaps
+        assert " changed=0 " in recaps["rpa-so-1"] and " changed=0 " in recaps["rpa-so-3"], recaps
+        assert " changed=1 " in recaps["rpa-so-2"], recaps
+        task = proc.stdout.split("TASK [common : Ensure the live firewall table is the one its file makes.]")[1]
+        task = task.split("TASK [")[0]
+        # The diff runs from the live table (-) to the file's (+).
+        assert "changed: [rpa-so-2]" in task, task[-1500:]
+        assert re.search(r"^-\s+tcp dport 6666 accept$", task, re.M), task[-1500:]
+        assert re.search(r"^\+\s+" + re.escape(esp) + "$", task, re.M), (esp, task[-1500:])
+        assert "tcp dport 6666 accept" in listed_input_chain("rpa-so-2"), "check mode changed the live table"
+        proc = playbook("playbooks/scaleout.yml", "--tags", "common_firewall", "--limit", "rpa-so-2")
+        assert proc.returncode == 0 and re.search(r"rpa-so-2 +: ok=\d+ +changed=1 ", proc.stdout), proc.stdout[-3000:]
+        assert listed_input_chain("rpa-so-2") == before
+    finally:
+        ssh("rpa-so-2", "systemctl reload rpa-firewall")

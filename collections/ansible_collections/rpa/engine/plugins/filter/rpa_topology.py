@@ -145,6 +145,8 @@ PEER_SERVICES = (
     ("patroni", ("pg_cluster",), ("pg_cluster",), (5432, 8008), (), ()),
     # Each app host's HAProxy (roles/pg_endpoint): Postgres, and the REST API's /primary it checks.
     ("patroni clients", ("pg_cluster",), ("app",), (5432, 8008), (), ()),
+    # Redis, published by Docker on the redis_host's private address (roles/redis: redis_published_addresses).
+    ("redis clients", ("redis_host",), ("app",), (6379,), (), ()),
 )
 
 

@@ -1,0 +1,90 @@
+"""The app role's stack file (the Swarm branch of roles/app/templates/compose.yml.j2) for the ha example's
+first app host, rendered on the controller (tests/unit/files/app_stack.yml; no host is contacted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DIGEST = "registry.example.com/rpa-engine/backend@sha256:" + "1" * 64
+SECRETS = {"vault_jwt_secret": "Fake-jwt-secret-000000000000000000000", "vault_deploy_token": "Fake-deploy-00000000000000000",
+           "vault_flower_password": "Fake-flower-0000000000000", "vault_postgres_app_password": "Fake-app-pw-000000000000000",
+           "vault_redis_password": "Fake-redis-pw-000000000000", "app_jwt_secret_previous": "Fake-jwt-previous-0000000000000000",
+           "app_ai_api_key": "Fake-ai-key-00000000000000"}
+EXTRA = {**SECRETS, "ansible_processor_vcpus": 2,
+         "__app_image_refs": {"backend": DIGEST, "celery-worker": DIGEST, "celery-beat": DIGEST, "frontend": DIGEST},
+         "__app_stack_image_commands": {name: ["python3", "-m", "server"] for name in
+                                        ("backend", "celery-worker", "celery-beat", "frontend")}}
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict:
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_CACHE_PLUGIN="ansible.builtin.memory", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json")
+    env.pop("ANSIBLE_VAULT_IDENTITY_LIST", None)
+    proc = subprocess.run(["ansible-playbook", "tests/unit/files/app_stack.yml", "-i", str(ROOT / "inventory/ha"),
+                           "-e", "ansible_host=127.0.0.1", "-e", "ansible_port=9", "-e", json.dumps(EXTRA)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    data, _ = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("{"):])
+    [result] = [task["hosts"]["rpa-app-1"]["msg"] for task in data["plays"][0]["tasks"]
+                if task["task"]["name"] == "Print the file and the secrets' names."]
+    return result
+
+
+def test_no_value_of_a_secret_is_in_the_stack_file(rendered):
+    text = json.dumps(rendered["file"])
+    assert [k for k, v in SECRETS.items() if v in text] == []
+
+
+def test_every_value_a_service_reads_is_a_secret_file_of_its_variable(rendered):
+    services, names = rendered["file"]["services"], rendered["secrets"]
+    assert set(names) == {"APP_DATABASE_URL", "APP_REDIS_URL", "APP_JWT_SECRET", "APP_JWT_SECRET_PREVIOUS",
+                          "APP_AI_API_KEY"}
+    assert all(name.startswith("rpa-engine_" + key.lower() + "_") for key, name in names.items())
+    targets = {service: {s["target"]: s["source"] for s in spec["secrets"]} for service, spec in services.items()}
+    assert targets["backend"] == {
+        "DATABASE_URL": names["APP_DATABASE_URL"], "REDIS_URL": names["APP_REDIS_URL"],
+        "CELERY_BROKER_URL": names["APP_REDIS_URL"], "AI_API_KEY": names["APP_AI_API_KEY"],
+        "JWT_SECRET": names["APP_JWT_SECRET"], "JWT_SECRET_PREVIOUS": names["APP_JWT_SECRET_PREVIOUS"]}
+    assert targets["frontend"] == {}
+    assert set(rendered["file"]["secrets"]) == set(names.values())
+    # Nothing is left for Compose's interpolation from .env: the stack has none.
+    assert "${APP_" not in json.dumps(services)
+    assert all(s["mode"] == 0o400 and s["uid"] == "10001" for spec in services.values() for s in spec["secrets"])
+
+
+def test_one_task_per_app_host_and_a_single_beat_stopped_before_its_replacement(rendered):
+    services = rendered["file"]["services"]
+    assert sorted(services) == ["backend", "celery-beat", "celery-worker", "frontend"]
+    for name, spec in services.items():
+        deploy = spec["deploy"]
+        assert deploy["placement"]["constraints"] == ["node.labels.rpa.app == true"], name
+        assert deploy["endpoint_mode"] == "dnsrr" and deploy["update_config"]["failure_action"] == "rollback", name
+        assert deploy["mode"] == ("replicated" if name == "celery-beat" else "global"), name
+        assert spec["entrypoint"][:2] == ["/bin/sh", "-c"] and spec["image"] == DIGEST, name
+        assert spec["read_only"] is True and spec["cap_drop"] == ["ALL"] and spec["user"] == "10001:10001", name
+    beat = services["celery-beat"]
+    assert beat["deploy"]["replicas"] == 1
+    assert beat["deploy"]["update_config"]["order"] == beat["deploy"]["rollback_config"]["order"] == "stop-first"
+    # The image's own command when the inventory gives none; the inventory's otherwise.
+    assert services["backend"]["command"] == ["python3", "-m", "server"]
+    assert services["celery-beat"]["command"][:4] == ["python3", "-m", "celery", "-A"]
+    assert [p for p in services["backend"]["ports"]] == [{"target": 8000, "published": 8000, "protocol": "tcp",
+                                                          "mode": "host"}]
+    assert services["celery-worker"]["stop_grace_period"] == "330s"
+    # The health checks read the values by the same shim (a check runs beside the entrypoint, not under it).
+    worker_check = services["celery-worker"]["healthcheck"]["test"]
+    assert worker_check[:5] == ["CMD", "/bin/sh", "-c", services["celery-worker"]["entrypoint"][2], "rpa-secrets"]
+    assert worker_check[5:7] == ["/bin/sh", "-c"] and "inspect ping" in worker_check[7]
+    assert services["backend"]["healthcheck"]["test"][5:7] == ["python3", "-c"]
+
+
+def test_the_tasks_reach_the_database_at_their_own_hosts_endpoint(rendered):
+    assert all(spec["extra_hosts"] == ["rpa-pg-endpoint:host-gateway"] for spec in rendered["file"]["services"].values())
+    assert rendered["file"]["networks"] == {"rpa-engine-overlay": {"external": True, "name": "rpa-engine-overlay"}}
