@@ -64,6 +64,11 @@ def test_role_has_specs_preflight_and_thin_main(role):
     assert all(role in t.get("tags", []) for t in main)
 
 
+def test_the_stack_entry_point_ends_a_bare_hosts_check_too():
+    # playbooks/app_stack.yml includes the app role's tasks_from: stack, past main.yml's guard.
+    assert yaml.safe_load((ROOT / "roles" / "app" / "tasks" / "stack.yml").read_text())[0] == BARE_HOST_GUARD
+
+
 @pytest.mark.parametrize("role", ROLES)
 def test_role_is_applied_by_site_with_its_tag(role):
     imported = [entry["ansible.builtin.import_playbook"] for entry in yaml.safe_load((ROOT / "site.yml").read_text())]

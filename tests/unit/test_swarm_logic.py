@@ -160,6 +160,18 @@ def test_a_changed_spec_names_the_service_and_an_unchanged_one_does_not():
     assert rs.changed_services(rs.spec_fingerprints([started]), rs.spec_fingerprints([done])) == []
 
 
+def test_an_empty_member_the_cli_adds_on_its_second_deploy_is_no_change():
+    # docker.io 26.1: a service created by `docker stack deploy` has no DNSConfig; the next deploy of the same
+    # file writes DNSConfig {} (seen on the app stack's second converge). A real change still counts.
+    redeployed = load("created")["service"]
+    assert redeployed["Spec"]["TaskTemplate"]["ContainerSpec"]["DNSConfig"] == {}
+    created = json.loads(json.dumps(redeployed))
+    del created["Spec"]["TaskTemplate"]["ContainerSpec"]["DNSConfig"]
+    assert rs.changed_services(rs.spec_fingerprints([created]), rs.spec_fingerprints([redeployed])) == []
+    redeployed["Spec"]["TaskTemplate"]["ContainerSpec"]["DNSConfig"] = {"Nameservers": ["192.0.2.53"]}
+    assert rs.changed_services(rs.spec_fingerprints([created]), rs.spec_fingerprints([redeployed])) == ["web"]
+
+
 # ------------------------------------------------------------ check mode: what a deploy would change
 def gate_service():
     """The Compose service the Swarm gate's test playbook deploys (swarm_gate.yml), which the captured

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 from pathlib import Path
 
@@ -35,6 +36,18 @@ def ssh_argv(name: str, command: str) -> list[str]:
             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
             "-o", "ControlMaster=auto", "-o", f"ControlPath={os.path.expanduser('~/.ansible/cp')}/so-%p",
             "-o", "ControlPersist=60", "root@127.0.0.1", command]
+
+
+def probe_here(target: str) -> str:
+    """A TCP connect from this controller (not a tier host): open, refused, or silent (dropped)."""
+    host, port = target.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return "open"
+    except ConnectionRefusedError:
+        return "refused"
+    except OSError:
+        return "silent"
 
 
 def ssh(name: str, command: str, stdin: str = "") -> str:

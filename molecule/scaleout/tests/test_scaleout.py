@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import socket
 import subprocess
 
 import pytest
 
-from conftest import address, playbook, ssh, ssh_argv, ssh_start, vault
+from conftest import address, playbook, probe_here, ssh, ssh_argv, ssh_start, vault
 
 PROBE = r"""
 import socket, sys
@@ -37,17 +36,6 @@ for target in sys.argv[1:]:
 def probe_from(name: str, targets: list[str]) -> dict[str, str]:
     out = ssh(name, "python3 - " + " ".join(targets), stdin=PROBE)
     return dict(line.split() for line in out.splitlines())
-
-
-def probe_here(target: str) -> str:
-    host, port = target.rsplit(":", 1)
-    try:
-        with socket.create_connection((host, int(port)), timeout=2):
-            return "open"
-    except ConnectionRefusedError:
-        return "refused"
-    except OSError:
-        return "silent"
 
 
 @pytest.fixture(scope="module")

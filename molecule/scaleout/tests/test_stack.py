@@ -4,13 +4,22 @@ Runs after test_patroni's failover and test_scaleout's check mode (which found t
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import json
+import re
+import time
 
 import pytest
 
-from conftest import ssh, vault
+import yaml
+
+from conftest import ROOT, address, probe_here, ssh, vault
 
 STACK = "rpa-engine"
+# Caddy on the edge (rpa-so-1) answers on its 443, published here (molecule.yml).
+EDGE_HTTPS = next(p["https_port"] for p in yaml.safe_load((ROOT / "molecule/scaleout/molecule.yml").read_text())["platforms"]
+                  if p["name"] == "rpa-so-1")
 HEALTH = r"""
 import json, sys, urllib.request
 with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/api/health", timeout=10) as answer:
@@ -58,6 +67,65 @@ def test_each_app_hosts_backend_reaches_the_leader_and_redis():
         health = json.loads(ssh(host, "python3 - 8000", stdin=HEALTH))
         assert health["status"] == 200 and health["database"] == "ok" and health["redis"] == "ok", (host, health)
         assert health["database_user"] == login, (host, health)
+
+
+def caddy_upstreams() -> dict[str, float]:
+    """Caddy's view on the edge (its metrics, on the Docker bridge's address there): upstream -> healthy."""
+    out = ssh("rpa-so-1", "curl -fsS http://$(ip -4 -o address show dev docker0 | awk '{print $4}' | cut -d/ -f1)"
+                          ":2020/metrics")
+    return {m[0]: float(m[1]) for m in re.findall(r'caddy_reverse_proxy_upstreams_healthy\{upstream="([^"]+)"\} (\S+)', out)}
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """predicate()'s first truthy value, polled every second; AssertionError naming what after timeout."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"{what} within {timeout}s"
+        time.sleep(1)
+    return value
+
+
+def load_client():
+    loader = importlib.machinery.SourceFileLoader("zero_downtime", str(ROOT / "bench" / "zero_downtime"))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("zero_downtime", loader))
+    loader.exec_module(module)
+    return module
+
+
+def test_caddy_on_the_edge_balances_across_both_app_hosts():
+    """Caddy (the edge, rpa-so-1) has each app host's backend and frontend as healthy upstreams, by their
+    private addresses; the published ports stay closed to the outside (this controller)."""
+    so1, so2 = address("rpa-so-1"), address("rpa-so-2")
+    want = {f"{a}:{p}" for a in (so1, so2) for p in (8000, 3000)}
+    upstreams = caddy_upstreams()
+    assert {u: upstreams.get(u) for u in want} == dict.fromkeys(want, 1.0), upstreams
+    zero_downtime = load_client()
+    with zero_downtime.Load(EDGE_HTTPS, 1, ("/api/items", "/")) as load:
+        zero_downtime.wait_sent(load, 20, timeout=30)
+    assert load.sent >= 20 and load.ok == load.sent, vars(load)
+    probes = {t: probe_here(t) for t in (f"{so2}:8000", f"{so2}:3000", f"{so1}:8000")}
+    assert set(probes.values()) == {"silent"}, probes
+
+
+def test_a_rolling_update_of_the_backend_under_load_fails_no_request(services):
+    """Both backend tasks replaced one at a time (stop-first: a host's port is its task's alone) while four
+    keep-alive clients send requests through Caddy (a database read and the frontend): Caddy's active checks
+    drop the host whose task stops, its retries send a refused request to the other, and none fails."""
+    before = set(ssh("rpa-so-1", f"docker service ps --quiet --filter desired-state=running {STACK}_backend").split())
+    zero_downtime = load_client()
+    def update_state() -> str:
+        return json.loads(ssh("rpa-so-1", f"docker service inspect {STACK}_backend"))[0].get(
+            "UpdateStatus", {}).get("State", "")
+
+    with zero_downtime.Load(EDGE_HTTPS, 4, ("/api/items", "/")) as load:
+        zero_downtime.wait_sent(load, 100, timeout=60)
+        ssh("rpa-so-1", f"docker service update --force --detach {STACK}_backend")
+        # Swarm's own word on the update (the CLI's exit code says nothing of a rollback).
+        state = wait_for(lambda: update_state() not in ("", "updating") and update_state(), 240, "the update ended")
+        zero_downtime.wait_sent(load, 1000, timeout=180)
+    after = set(ssh("rpa-so-1", f"docker service ps --quiet --filter desired-state=running {STACK}_backend").split())
+    assert state == "completed" and len(after) == 2 and not before & after, (state, before, after)
+    assert load.sent >= 1000 and load.errors == 0 and load.non_2xx == 0, (load.sent, load.errors, load.codes)
 
 
 def test_no_secret_value_is_in_a_service_or_a_container_definition(services):

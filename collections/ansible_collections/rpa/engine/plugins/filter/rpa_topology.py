@@ -147,16 +147,22 @@ PEER_SERVICES = (
     ("patroni clients", ("pg_cluster",), ("app",), (5432, 8008), (), ()),
     # Redis, published by Docker on the redis_host's private address (roles/redis: redis_published_addresses).
     ("redis clients", ("redis_host",), ("app",), (6379,), (), ()),
+    # The app hosts' backend and frontend, published in host mode by the Swarm stack, for Caddy on the edge;
+    # their ports are the app role's (rpa_peer_rules' ports, app_backend_port and app_frontend_port).
+    ("app upstreams", ("app",), ("edge",), (8000, 3000), (), ()),
 )
 
 
-def rpa_peer_rules(groups: dict, addresses: dict, host: str) -> list[dict]:
+def rpa_peer_rules(groups: dict, addresses: dict, host: str, ports: dict | None = None) -> list[dict]:
     """The firewall's peer rules for ``host``: ``[{name, v4, v6, tcp, udp, protocols}]``, one per service it listens
     for, admitting only the other tier hosts that talk to it, by their ``rpa_private_address``. A peer that an
     earlier rule already admits to every port of a later one (an etcd member that is also Patroni's client)
     is left out of the later rule, and a rule left with nobody is dropped. Empty for the single-host shape (no
     tier groups) and for a host that listens for nobody. Unparsable addresses are left out here; the shape's
-    preflight refuses them by name."""
+    preflight refuses them by name. ``ports`` replaces a service's TCP ports by name (``{"app upstreams":
+    [8000, 3000]}``: the app role's). The app hosts' upstreams exist only with more than one app host (Swarm):
+    the split shape's one app host runs Compose behind its own Caddy."""
+    ports = ports or {}
     parsed = {}
     for name, value in addresses.items():
         if _address(value):
@@ -166,6 +172,9 @@ def rpa_peer_rules(groups: dict, addresses: dict, host: str) -> list[dict]:
     for name, listeners, clients, tcp, udp, protocols in PEER_SERVICES:
         if host not in {h for g in listeners for h in _members(groups, g)}:
             continue
+        if name == "app upstreams" and len(_members(groups, "app")) < 2:
+            continue
+        tcp = tuple(int(p) for p in ports.get(name, tcp))
         peers = {parsed[h] for g in clients for h in _members(groups, g) if h != host and h in parsed} - {own}
         for earlier_tcp, earlier_udp, earlier_protocols, earlier_peers in admitted:
             if set(tcp) <= earlier_tcp and set(udp) <= earlier_udp and set(protocols) <= earlier_protocols:

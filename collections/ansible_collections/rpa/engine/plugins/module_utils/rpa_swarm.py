@@ -189,10 +189,22 @@ def stack_verdict(verdicts):
     return ("pending", pending) if pending else ("converged", [])
 
 
+def _without_empty(value):
+    """The value with its empty members ({}, [], None) left out, at every depth."""
+    if isinstance(value, dict):
+        kept = {k: _without_empty(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v not in ({}, [], None)}
+    if isinstance(value, list):
+        return [_without_empty(v) for v in value]
+    return value
+
+
 def spec_fingerprints(inspects):
     """``{service name: its Spec as canonical JSON}``. The spec itself, not Version.Index: the index moves
-    on every write to the service, and `docker stack deploy` writes every service of the stack each time."""
-    return {i.get("Spec", {}).get("Name", i.get("ID")): json.dumps(i.get("Spec", {}), sort_keys=True)
+    on every write to the service, and `docker stack deploy` writes every service of the stack each time.
+    Empty members do not count: the CLI creates a service without ``DNSConfig`` and writes ``DNSConfig: {}``
+    on its next deploy of the same file (docker.io 26.1), which changes nothing that runs."""
+    return {i.get("Spec", {}).get("Name", i.get("ID")): json.dumps(_without_empty(i.get("Spec", {})), sort_keys=True)
             for i in inspects}
 
 
