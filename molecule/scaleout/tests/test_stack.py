@@ -14,7 +14,7 @@ import pytest
 
 import yaml
 
-from conftest import ROOT, address, probe_here, ssh, vault
+from conftest import ROOT, address, playbook, probe_here, ssh, vault
 
 STACK = "rpa-engine"
 # Caddy on the edge (rpa-so-1) answers on its 443, published here (molecule.yml).
@@ -142,3 +142,46 @@ def test_no_secret_value_is_in_a_service_or_a_container_definition(services):
     mounted = services["backend"]["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"]
     assert {"DATABASE_URL", "REDIS_URL", "JWT_SECRET"} <= {s["File"]["Name"] for s in mounted}
     assert all(s["File"]["Mode"] == 0o400 for s in mounted)
+
+
+def test_a_backend_whose_health_check_fails_is_rolled_back_and_the_gate_fails_naming_it():
+    """playbooks/app_stack.yml with a health check that cannot pass: Swarm stops the first host's backend,
+    starts the new one, sees it never healthy and rolls the service back; the Swarm gate fails the run naming
+    the service, Swarm's word and the health check. Meanwhile Caddy keeps the other host; afterwards both
+    hosts run the previous spec again."""
+    before = json.loads(ssh("rpa-so-1", f"docker service inspect {STACK}_backend"))[0]["Spec"]
+    proc = playbook("playbooks/app_stack.yml", "-e", json.dumps(
+        {"app_healthchecks": {"backend": ["CMD", "python3", "-c", "raise SystemExit(1)"]}}))
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    failure = proc.stdout.split("TASK [app : Ensure the stack runs the file", 1)[1]
+    assert "service rpa-engine_backend: the update failed and Swarm" in failure, failure[-3000:]
+    assert "raise SystemExit(1)" in failure, failure[-3000:]
+    # The gate fails as soon as Swarm starts rolling back; Swarm then finishes the rollback on its own.
+    def rolled_back():
+        service = json.loads(ssh("rpa-so-1", f"docker service inspect {STACK}_backend"))[0]
+        return service if service["UpdateStatus"]["State"] == "rollback_completed" else None
+    after = wait_for(rolled_back, 120, "Swarm's rollback completed")
+    assert after["Spec"]["TaskTemplate"]["ContainerSpec"]["Healthcheck"] == \
+        before["TaskTemplate"]["ContainerSpec"]["Healthcheck"]
+    wait_for(lambda: running("backend") == ["rpa-so-1", "rpa-so-2"], 120, "both backends running again")
+    # The next converge finds the stack as the inventory says: the rolled-back spec is the inventory's (only
+    # the stack file, which held the failed one, is written again).
+    proc = playbook("playbooks/app_stack.yml")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    deploy = proc.stdout.split("TASK [app : Ensure the stack runs the file", 1)[1].split("TASK [", 1)[0]
+    assert "ok: [rpa-so-1]" in deploy, deploy
+
+
+def test_bad_stack_input_is_refused_by_name_before_anything_changes():
+    """playbooks/app_stack.yml alone (its entry point checks the app role's input first) with an image from an
+    archive, which the other nodes could not pull, and an update that nobody watches: refused by name, and
+    nothing changed."""
+    proc = playbook("playbooks/app_stack.yml", "-e", json.dumps(
+        {"app_image_sources": {"frontend": "archive"}, "app_stack_update_monitor": 0}))
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0, out[-3000:]
+    assert ("every node pulls its images from the registry: frontend would come from archive. Set app_image_source "
+            "to pull") in out, out[-3000:]
+    assert "app_stack_update_monitor=0 must be from 1 to 300 seconds" in out, out[-3000:]
+    assert re.search(r"rpa-so-1 +: ok=\d+ +changed=0 ", proc.stdout), out[-3000:]
+    assert "Ensure a Swarm secret holds" not in out and "Ensure the stack file is in place" not in out, out[-3000:]
