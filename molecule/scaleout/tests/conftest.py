@@ -7,6 +7,7 @@ import os
 import re
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import yaml
@@ -48,6 +49,15 @@ def probe_here(target: str) -> str:
         return "refused"
     except OSError:
         return "silent"
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """predicate()'s first truthy value, polled every second; AssertionError naming what after timeout."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(1)
+    return value
 
 
 def ssh(name: str, command: str, stdin: str = "") -> str:

@@ -14,7 +14,7 @@ import pytest
 
 import yaml
 
-from conftest import ROOT, address, playbook, probe_here, ssh, vault
+from conftest import ROOT, address, playbook, probe_here, ssh, vault, wait_for
 
 STACK = "rpa-engine"
 # Caddy on the edge (rpa-so-1) answers on its 443, published here (molecule.yml).
@@ -76,15 +76,6 @@ def caddy_upstreams() -> dict[str, float]:
     return {m[0]: float(m[1]) for m in re.findall(r'caddy_reverse_proxy_upstreams_healthy\{upstream="([^"]+)"\} (\S+)', out)}
 
 
-def wait_for(predicate, timeout: float, what: str):
-    """predicate()'s first truthy value, polled every second; AssertionError naming what after timeout."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"{what} within {timeout}s"
-        time.sleep(1)
-    return value
-
-
 def load_client():
     loader = importlib.machinery.SourceFileLoader("zero_downtime", str(ROOT / "bench" / "zero_downtime"))
     module = importlib.util.module_from_spec(importlib.util.spec_from_loader("zero_downtime", loader))
@@ -128,6 +119,45 @@ def test_a_rolling_update_of_the_backend_under_load_fails_no_request(services):
     assert load.sent >= 1000 and load.errors == 0 and load.non_2xx == 0, (load.sent, load.errors, load.codes)
 
 
+# How long the test keeps rpa-so-2's application frozen: longer than a request may wait on a hung upstream
+# (caddy_response_header_timeout, 10 s with several app hosts), shorter than Docker's health check needs to
+# call the frozen task unhealthy (3 x 10 s), after which Swarm would replace it.
+PAUSED_FOR = 25
+# The longest a request may take meanwhile: one wait on the hung upstream, then its retry on the other.
+SLOWEST_ALLOWED = 16
+
+
+def test_a_hung_app_host_is_dropped_and_no_request_fails_or_waits_for_it():
+    """rpa-so-2's backend and frontend frozen (docker pause: their ports still accept connections, nothing
+    answers), the way a hung host looks to Caddy, while four clients send requests through Caddy: its active
+    checks drop both upstreams within seconds; a request that was sent there waits at most
+    caddy_response_header_timeout and is sent again to rpa-so-1 (a GET); none fails, and none waits for the
+    host to come back. Unfrozen, the host is a healthy upstream again."""
+    so2 = address("rpa-so-2")
+    hung = {f"{so2}:8000", f"{so2}:3000"}
+    tasks = [ssh("rpa-so-2", f"docker ps --quiet --filter label=com.docker.swarm.service.name={STACK}_{name}").strip()
+             for name in ("backend", "frontend")]
+    assert all(tasks) and len(tasks) == 2, tasks
+    zero_downtime = load_client()
+    with zero_downtime.Load(EDGE_HTTPS, 4, ("/api/items", "/")) as load:
+        zero_downtime.wait_sent(load, 100, timeout=60)
+        paused_at = time.time()
+        ssh("rpa-so-2", "docker pause " + " ".join(tasks))
+        try:
+            wait_for(lambda: all(caddy_upstreams().get(u) == 0.0 for u in hung), 20, "Caddy dropped rpa-so-2")
+            dropped_in = time.time() - paused_at
+            while time.time() - paused_at < PAUSED_FOR:
+                time.sleep(0.5)
+            sent_while_paused = sum(1 for ended, _, _ in load.samples if ended > paused_at)
+        finally:
+            ssh("rpa-so-2", "docker unpause " + " ".join(tasks))
+        wait_for(lambda: all(caddy_upstreams().get(u) == 1.0 for u in hung), 60, "rpa-so-2 a healthy upstream again")
+    slowest = max(taken for ended, taken, _ in load.samples if ended > paused_at)
+    assert load.errors == 0 and load.non_2xx == 0, (load.sent, load.errors, load.codes)
+    assert sent_while_paused >= 200, sent_while_paused
+    assert slowest <= SLOWEST_ALLOWED, (slowest, dropped_in)
+
+
 def test_no_secret_value_is_in_a_service_or_a_container_definition(services):
     """The values reach the tasks as Swarm secrets (files under /run/secrets), never as environment."""
     secrets = {k: v for k, v in vault().items() if isinstance(v, str) and len(v) >= 12}
@@ -165,11 +195,14 @@ def test_a_backend_whose_health_check_fails_is_rolled_back_and_the_gate_fails_na
         before["TaskTemplate"]["ContainerSpec"]["Healthcheck"]
     wait_for(lambda: running("backend") == ["rpa-so-1", "rpa-so-2"], 120, "both backends running again")
     # The next converge finds the stack as the inventory says: the rolled-back spec is the inventory's (only
-    # the stack file, which held the failed one, is written again).
-    proc = playbook("playbooks/app_stack.yml")
+    # the stack file, which held the failed one, is written again). At -vvv: it prints no secret's value.
+    proc = playbook("playbooks/app_stack.yml", "-vvv")
     assert proc.returncode == 0, proc.stdout[-3000:]
     deploy = proc.stdout.split("TASK [app : Ensure the stack runs the file", 1)[1].split("TASK [", 1)[0]
-    assert "ok: [rpa-so-1]" in deploy, deploy
+    assert "ok: [rpa-so-1]" in deploy, deploy[-3000:]
+    secrets = {k: v for k, v in vault().items() if isinstance(v, str) and len(v) >= 12}
+    assert "Ensure a Swarm secret holds" in proc.stdout
+    assert sorted(k for k, v in secrets.items() if v in proc.stdout + proc.stderr) == [], "a secret printed at -vvv"
 
 
 def test_bad_stack_input_is_refused_by_name_before_anything_changes():
