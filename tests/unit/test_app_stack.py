@@ -17,9 +17,10 @@ SECRETS = {name: f"Fake-{name.split('_', 1)[1]}-0000000000000000" for name in (
     "vault_jwt_secret", "vault_deploy_token", "vault_flower_password", "vault_postgres_app_password",
     "vault_redis_password", "app_jwt_secret_previous", "app_ai_api_key")}
 EXTRA = {**SECRETS, "ansible_processor_vcpus": 2,
-         "__app_image_refs": {"backend": DIGEST, "celery-worker": DIGEST, "celery-beat": DIGEST, "frontend": DIGEST},
+         "__app_image_refs": {"backend": DIGEST, "celery-worker": DIGEST, "celery-beat": DIGEST, "flower": DIGEST,
+                              "frontend": DIGEST},
          "__app_stack_image_commands": {name: ["python3", "-m", "server"] for name in
-                                        ("backend", "celery-worker", "celery-beat", "frontend")}}
+                                        ("backend", "celery-worker", "celery-beat", "flower", "frontend")}}
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +46,16 @@ def test_no_value_of_a_secret_is_in_the_stack_file(rendered):
 def test_every_value_a_service_reads_is_a_secret_file_of_its_variable(rendered):
     services, names = rendered["file"]["services"], rendered["secrets"]
     assert set(names) == {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "JWT_SECRET", "JWT_SECRET_PREVIOUS",
-                          "AI_API_KEY"}
+                          "AI_API_KEY", "FLOWER_BASIC_AUTH"}
     assert all(name.startswith("rpa-engine_" + variable.lower() + "_") for variable, name in names.items())
     targets = {service: {s["target"]: s["source"] for s in spec["secrets"]} for service, spec in services.items()}
     # One secret per variable (never one mounted twice: the CLI orders such mounts differently on create and
     # on update, which updated beat on every second deploy), in the order the CLI writes them.
-    assert targets["backend"] == names
+    assert targets["backend"] == {k: v for k, v in names.items() if k != "FLOWER_BASIC_AUTH"}
+    # Flower's login reaches Flower alone.
+    assert targets["flower"] == {"CELERY_BROKER_URL": names["CELERY_BROKER_URL"],
+                                 "FLOWER_BASIC_AUTH": names["FLOWER_BASIC_AUTH"]}
+    assert [service for service, mounted in targets.items() if "FLOWER_BASIC_AUTH" in mounted] == ["flower"]
     assert all([s["source"] for s in spec["secrets"]] == sorted(s["source"] for s in spec["secrets"])
                for spec in services.values())
     assert targets["frontend"] == {}
@@ -60,19 +65,20 @@ def test_every_value_a_service_reads_is_a_secret_file_of_its_variable(rendered):
     assert all(s["mode"] == 0o400 and s["uid"] == "10001" for spec in services.values() for s in spec["secrets"])
 
 
-def test_one_task_per_app_host_and_a_single_beat_stopped_before_its_replacement(rendered):
+def test_one_task_per_app_host_and_a_single_beat_and_flower_stopped_before_their_replacement(rendered):
     services = rendered["file"]["services"]
-    assert sorted(services) == ["backend", "celery-beat", "celery-worker", "frontend"]
+    assert sorted(services) == ["backend", "celery-beat", "celery-worker", "flower", "frontend"]
     for name, spec in services.items():
         deploy = spec["deploy"]
         assert deploy["placement"]["constraints"] == ["node.labels.rpa.app == true"], name
         assert deploy["endpoint_mode"] == "dnsrr" and deploy["update_config"]["failure_action"] == "rollback", name
-        assert deploy["mode"] == ("replicated" if name == "celery-beat" else "global"), name
+        assert deploy["mode"] == ("replicated" if name in ("celery-beat", "flower") else "global"), name
         assert spec["entrypoint"][:2] == ["/bin/sh", "-c"] and spec["image"] == DIGEST, name
         assert spec["read_only"] is True and spec["cap_drop"] == ["ALL"] and spec["user"] == "10001:10001", name
-    beat = services["celery-beat"]
-    assert beat["deploy"]["replicas"] == 1
-    assert beat["deploy"]["update_config"]["order"] == beat["deploy"]["rollback_config"]["order"] == "stop-first"
+    for single in (services["celery-beat"], services["flower"]):
+        assert single["deploy"]["replicas"] == 1
+        assert single["deploy"]["update_config"]["order"] == single["deploy"]["rollback_config"]["order"] == "stop-first"
+    assert services["flower"]["ports"] == [{"target": 5555, "published": 5555, "protocol": "tcp", "mode": "host"}]
     # The image's own command when the inventory gives none; the inventory's otherwise.
     assert services["backend"]["command"] == ["python3", "-m", "server"]
     assert services["celery-beat"]["command"][:4] == ["python3", "-m", "celery", "-A"]

@@ -235,3 +235,17 @@ def test_compose_durations_are_read_as_the_spec_keeps_them(text, ns):
 ])
 def test_only_a_cli_without_stack_config_falls_back_to_reading_the_file(rc, err, unsupported):
     assert rs.stack_config_unsupported(rc, err) is unsupported
+
+
+# ------------------------------------------------------------------ a task pruned while the gate reads the stack
+# Captured: docker 26.1.5's CLI on the test-bed server, `docker inspect <a task> <a task Swarm had pruned>`.
+@pytest.mark.parametrize(("rc", "err", "vanished"), [
+    (1, "Error: No such object: q14ub1ex64ap2sc68s6dkaao9\n", True),
+    (1, "Error: No such object: q14ub1ex64ap2sc68s6dkaao9\nError: No such object: 450l811hemwmh11s6bvdj3rdv\n", True),
+    (1, "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n", False),
+    (1, "Error: No such object: q14ub1ex64ap2sc68s6dkaao9\npermission denied while trying to connect\n", False),
+    (1, "", False),
+    (0, "", False),
+])
+def test_only_tasks_that_vanished_meanwhile_are_read_around(rc, err, vanished):
+    assert rs.only_vanished(rc, err) is vanished

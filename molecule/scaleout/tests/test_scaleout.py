@@ -218,22 +218,33 @@ def test_etcd_has_a_member_per_host_on_its_private_address_and_keeps_writing_wit
 
 
 # Puts through all three members, one every 0.1 s, until the file /root/etcd-writer.stop appears; prints
-# the number of puts that succeeded and those that failed.
+# the number of puts that succeeded, of those that failed and of those that needed a second try.
 # A put must succeed within the window Patroni itself gives etcd here (patroni_retry_timeout: 3 in
 # create.yml): a member's restart that kept Patroni's requests waiting longer would cost it its leader lock.
-# (2 s failed one put of 220 once, with both default-verify lanes busy beside this niced scenario.) The
-# error of each failed put is kept for the assertion's message.
+# Like Patroni, the writer sends a put that failed again (etcdctl picks a member that answers) while that
+# window lasts: a put in flight on the member being stopped gets EOF, which no client avoids (seen once,
+# a single try failed so), and Patroni's own etcd client retries it within retry_timeout. (A 2-s bound
+# failed one put of 220 once, with both default-verify lanes busy beside this niced scenario.) The error
+# of each failed try is kept for the assertion's message.
 ETCD_WRITER = r"""
 ok=0
 failed=0
+retried=0
 : > /root/etcd-writer.errors
 while [ ! -e /root/etcd-writer.stop ]; do
-  if etcdctl --endpoints="$1" --dial-timeout=1s --command-timeout=3s put /rpa-test/rolling "$ok" >/dev/null \
-       2>>/root/etcd-writer.errors
-  then ok=$((ok + 1)); else failed=$((failed + 1)); date +%T.%N >> /root/etcd-writer.errors; fi
+  first=$(date +%s%N)
+  tries=0
+  until etcdctl --endpoints="$1" --dial-timeout=1s --command-timeout=3s put /rpa-test/rolling "$ok" >/dev/null \
+          2>>/root/etcd-writer.errors; do
+    date +%T.%N >> /root/etcd-writer.errors
+    tries=$((tries + 1))
+    if [ $(( ($(date +%s%N) - first) / 1000000 )) -ge 3000 ]; then tries=-1; break; fi
+    sleep 0.1
+  done
+  if [ "$tries" -lt 0 ]; then failed=$((failed + 1)); else ok=$((ok + 1)); [ "$tries" -gt 0 ] && retried=$((retried + 1)); fi
   sleep 0.1
 done
-echo "$ok $failed"
+echo "$ok $failed $retried"
 """
 
 
@@ -258,8 +269,8 @@ def test_a_changed_etcd_configuration_restarts_one_member_at_a_time_and_writes_g
         # One restart per member, in turn (the loop's tasks name the member they act on).
         restarted = re.findall(r"TASK \[etcd : Restart the member (rpa-so-\d)\]", proc.stdout)
         assert restarted == ["rpa-so-1", "rpa-so-2", "rpa-so-3"], proc.stdout[-3000:]
-    ok, failed = map(int, out.split())
-    assert ok >= 20 and failed == 0, (ok, failed, err, ssh("rpa-so-3", "tail -c 2000 /root/etcd-writer.errors"))
+    ok, failed, retried = map(int, out.split())
+    assert ok >= 20 and failed == 0, (ok, failed, retried, err, ssh("rpa-so-3", "tail -c 2000 /root/etcd-writer.errors"))
     after = {n: ssh(n, "systemctl show -p ActiveEnterTimestampMonotonic --value etcd").strip() for n in before}
     assert all(after[n] != before[n] for n in before), (before, after)
 

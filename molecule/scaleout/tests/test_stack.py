@@ -42,15 +42,16 @@ def running(service: str) -> list[str]:
 
 
 def test_one_task_of_each_service_per_app_host_and_one_beat_stopped_before_its_replacement(services):
-    assert sorted(services) == ["backend", "celery-beat", "celery-worker", "frontend"]
+    assert sorted(services) == ["backend", "celery-beat", "celery-worker", "flower", "frontend"]
     for name in ("backend", "celery-worker", "frontend"):
         assert "Global" in services[name]["Spec"]["Mode"], name
         assert running(name) == ["rpa-so-1", "rpa-so-2"], name  # the witness is drained and not an app host
-    beat = services["celery-beat"]["Spec"]
-    assert beat["Mode"] == {"Replicated": {"Replicas": 1}}
-    assert beat["UpdateConfig"]["Order"] == beat["RollbackConfig"]["Order"] == "stop-first"
-    assert len(running("celery-beat")) == 1
-    for name, port in (("backend", 8000), ("frontend", 3000)):
+    for name in ("celery-beat", "flower"):
+        spec = services[name]["Spec"]
+        assert spec["Mode"] == {"Replicated": {"Replicas": 1}}, name
+        assert spec["UpdateConfig"]["Order"] == spec["RollbackConfig"]["Order"] == "stop-first", name
+        assert len(running(name)) == 1, name
+    for name, port in (("backend", 8000), ("frontend", 3000), ("flower", 5555)):
         spec = services[name]["Spec"]
         assert spec["EndpointSpec"]["Mode"] == "dnsrr"
         assert [(p["TargetPort"], p["PublishedPort"], p["PublishMode"]) for p in spec["EndpointSpec"]["Ports"]] == [
@@ -67,6 +68,21 @@ def test_each_app_hosts_backend_reaches_the_leader_and_redis():
         health = json.loads(ssh(host, "python3 - 8000", stdin=HEALTH))
         assert health["status"] == 200 and health["database"] == "ok" and health["redis"] == "ok", (host, health)
         assert health["database_user"] == login, (host, health)
+
+
+def test_flower_runs_once_behind_its_password_and_sees_each_app_hosts_worker():
+    """Flower, one task on an app host: its port answers there (an SSH tunnel reaches it, as on one host) and is
+    silent to the outside; its login comes from a Swarm secret; it sees the Celery worker of both app hosts
+    through Redis on the witness."""
+    (node,) = running("flower")
+    url = "http://127.0.0.1:5555/api/workers"
+    assert ssh(node, f"curl -s -o /dev/null -w '%{{http_code}}' {url}") == "401"
+    # The login travels on stdin (curl's config), not in a process list.
+    body = json.loads(ssh(node, f"curl -fsS -K - {url}", stdin=f'user = "admin:{vault()["vault_flower_password"]}"\n'))
+    workers = ssh("rpa-so-1", f"docker service ps --filter desired-state=running --format '{{{{.ID}}}}' "
+                              f"{STACK}_celery-worker").split()
+    assert len(body["workers"]) == 2 and all(w.startswith("celery@") for w in body["workers"]), (body, workers)
+    assert probe_here(f"{address(node)}:5555") == "silent"
 
 
 def caddy_upstreams() -> dict[str, float]:
@@ -161,7 +177,7 @@ def test_a_hung_app_host_is_dropped_and_no_request_fails_or_waits_for_it():
 def test_no_secret_value_is_in_a_service_or_a_container_definition(services):
     """The values reach the tasks as Swarm secrets (files under /run/secrets), never as environment."""
     secrets = {k: v for k, v in vault().items() if isinstance(v, str) and len(v) >= 12}
-    assert {"vault_postgres_app_password", "vault_redis_password", "vault_jwt_secret"} <= set(secrets)
+    assert {"vault_postgres_app_password", "vault_redis_password", "vault_jwt_secret", "vault_flower_password"} <= set(secrets)
     containers = ssh("rpa-so-1", f"docker ps --quiet --filter label=com.docker.stack.namespace={STACK}").split()
     assert len(containers) >= 3, containers
     texts = {"docker service inspect": json.dumps(list(services.values())),

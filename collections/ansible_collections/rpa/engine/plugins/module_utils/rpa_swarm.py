@@ -305,3 +305,15 @@ def stack_config_unsupported(rc, err):
     docker 26.1's CLI with an unknown subcommand). Any other failure is the file's fault - bad YAML, a bad
     value - and must be reported, not read around."""
     return rc == 125 and "unknown flag: --compose-file" in (err or "")
+
+
+_VANISHED = re.compile(r"^Error: No such object: \S+$")
+
+
+def only_vanished(rc, err):
+    """True when `docker inspect` of several tasks failed only because some are gone: Swarm prunes a service's
+    task history while the gate reads it (seen: a task removed between `docker stack ps` and `docker inspect`).
+    docker then still prints the others on stdout, exits 1 and names each missing one on stderr (captured from
+    docker 26.1's CLI). Any other failure is reported."""
+    lines = [line for line in (err or "").splitlines() if line.strip()]
+    return rc == 1 and bool(lines) and all(_VANISHED.match(line.strip()) for line in lines)

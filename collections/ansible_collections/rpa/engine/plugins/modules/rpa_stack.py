@@ -112,7 +112,13 @@ def observe(module, name):
     inspects = json.loads(out)
     _, out, _ = docker(module, ["stack", "ps", "--quiet", "--no-trunc", name])
     task_ids = out.split()
-    tasks = json.loads(docker(module, ["inspect"] + task_ids)[1]) if task_ids else []
+    tasks = []
+    if task_ids:
+        rc, out, err = docker(module, ["inspect"] + task_ids, check_rc=False)
+        if rc != 0 and not rs.only_vanished(rc, err):
+            module.fail_json(msg="docker inspect of the stack's tasks failed (exit %d): %s" % (rc, (err or out).strip()))
+        # The tasks that still exist (a pruned one is no longer the service's concern).
+        tasks = json.loads(out or "[]")
     by_service = {}
     for task in tasks:
         by_service.setdefault(task.get("ServiceID"), []).append(task)
