@@ -79,9 +79,11 @@ def test_flower_runs_once_behind_its_password_and_sees_each_app_hosts_worker():
     assert ssh(node, f"curl -s -o /dev/null -w '%{{http_code}}' {url}") == "401"
     # The login travels on stdin (curl's config), not in a process list.
     body = json.loads(ssh(node, f"curl -fsS -K - {url}", stdin=f'user = "admin:{vault()["vault_flower_password"]}"\n'))
-    workers = ssh("rpa-so-1", f"docker service ps --filter desired-state=running --format '{{{{.ID}}}}' "
-                              f"{STACK}_celery-worker").split()
-    assert len(body["workers"]) == 2 and all(w.startswith("celery@") for w in body["workers"]), (body, workers)
+    # Each worker's Celery name is celery@ its container's hostname, which Docker sets to the container's id.
+    workers = {f"celery@{ssh(host, f'docker ps --quiet --filter label=com.docker.swarm.service.name={STACK}_celery-worker').strip()}"
+               for host in ("rpa-so-1", "rpa-so-2")}
+    # The stand-in answers a list of names; Flower itself a mapping keyed by them.
+    assert set(body["workers"]) == workers and len(workers) == 2, (body, workers)
     assert probe_here(f"{address(node)}:5555") == "silent"
 
 
