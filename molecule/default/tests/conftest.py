@@ -336,7 +336,7 @@ def wait_every_service_healthy(server: dict, timeout: float, since: float) -> tu
 # in one line it took 27 minutes. Last, the Swarm gate's playbook runs on it (it reconfigures its engine).
 # Without RPA_VERIFY_LANE (a module or two run by hand, make verify-demo) every module runs here, in line.
 LANE = os.environ.get("RPA_VERIFY_LANE", "")
-RECOVERED_LANE = ("test_app.py", "test_preflight.py", "test_rotation.py")
+RECOVERED_LANE = ("test_app.py", "test_rotation.py")
 KILL_MODULE = "test_a_killed_server.py"
 DR_NAME = "rpa-recovered"
 DR_SSH_PORT = 2231

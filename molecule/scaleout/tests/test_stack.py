@@ -117,7 +117,7 @@ def test_caddy_on_the_edge_balances_across_both_app_hosts():
 
 
 def test_a_rolling_update_of_the_backend_under_load_fails_no_request(services):
-    """Both backend tasks replaced one at a time (stop-first: a host's port is its task's alone) while four
+    """Both backend tasks replaced one at a time (stop-first: a host's port is its task's alone) while two
     keep-alive clients send requests through Caddy (a database read and the frontend): Caddy's active checks
     drop the host whose task stops, its retries send a refused request to the other, and none fails."""
     before = set(ssh("rpa-so-1", f"docker service ps --quiet --filter desired-state=running {STACK}_backend").split())
@@ -126,7 +126,7 @@ def test_a_rolling_update_of_the_backend_under_load_fails_no_request(services):
         return json.loads(ssh("rpa-so-1", f"docker service inspect {STACK}_backend"))[0].get(
             "UpdateStatus", {}).get("State", "")
 
-    with zero_downtime.Load(EDGE_HTTPS, 4, ("/api/items", "/")) as load:
+    with zero_downtime.Load(EDGE_HTTPS, 2, ("/api/items", "/")) as load:
         zero_downtime.wait_sent(load, 100, timeout=60)
         ssh("rpa-so-1", f"docker service update --force --detach {STACK}_backend")
         # Swarm's own word on the update (the CLI's exit code says nothing of a rollback).
@@ -147,7 +147,7 @@ SLOWEST_ALLOWED = 16
 
 def test_a_hung_app_host_is_dropped_and_no_request_fails_or_waits_for_it():
     """rpa-so-2's backend and frontend frozen (docker pause: their ports still accept connections, nothing
-    answers), the way a hung host looks to Caddy, while four clients send requests through Caddy: its active
+    answers), the way a hung host looks to Caddy, while two clients send requests through Caddy: its active
     checks drop both upstreams within seconds; a request that was sent there waits at most
     caddy_response_header_timeout and is sent again to rpa-so-1 (a GET); none fails, and none waits for the
     host to come back. Unfrozen, the host is a healthy upstream again."""
@@ -157,7 +157,7 @@ def test_a_hung_app_host_is_dropped_and_no_request_fails_or_waits_for_it():
              for name in ("backend", "frontend")]
     assert all(tasks) and len(tasks) == 2, tasks
     zero_downtime = load_client()
-    with zero_downtime.Load(EDGE_HTTPS, 4, ("/api/items", "/")) as load:
+    with zero_downtime.Load(EDGE_HTTPS, 2, ("/api/items", "/")) as load:
         zero_downtime.wait_sent(load, 100, timeout=60)
         paused_at = time.time()
         ssh("rpa-so-2", "docker pause " + " ".join(tasks))
