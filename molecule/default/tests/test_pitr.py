@@ -26,13 +26,18 @@ def archived_through(host) -> str:
     """Switch to a new WAL segment and wait until the one holding everything so far is archived."""
     segment = sql(host, "select pg_walfile_name(pg_switch_wal())", db="postgres")
     try:
-        wait_for(lambda: sql(host, "select last_archived_wal from pg_stat_archiver", db="postgres") >= segment, 30,
+        # Why 90 s: one archive-push is an SFTP session to the off-site host. In CI (three servers and two
+        # test lanes on 2 CPUs) one push of an empty segment once took over 30 s with no failure recorded;
+        # pgBackRest's own io-timeout is 60 s, so this waits out one stalled transfer and its retry.
+        wait_for(lambda: sql(host, "select last_archived_wal from pg_stat_archiver", db="postgres") >= segment, 90,
                  f"WAL segment {segment} archived")
     except AssertionError as late:
-        # Why: the archiver's own record of its failures (a failing archive-push backs off for up to 60 s).
+        # Why: the archiver's own record of its failures (a failing archive-push backs off for up to 60 s),
+        # and whether a push is still running (a stalled transfer rather than a failing one).
         raise AssertionError(f"{late}; pg_stat_archiver: " + sql(
             host, "select format('archived %s, failed %s times, last %s at %s', last_archived_wal, failed_count, "
-                  "last_failed_wal, last_failed_time) from pg_stat_archiver", db="postgres")) from None
+                  "last_failed_wal, last_failed_time) from pg_stat_archiver", db="postgres")
+            + "; running: " + host.run(f"docker exec {cname('postgres')} ps -eo etimes,args").stdout[-1500:]) from None
     return segment
 
 
