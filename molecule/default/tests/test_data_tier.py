@@ -12,8 +12,7 @@ import time
 
 import pytest
 
-from conftest import (kill_and_time_recovery, AUTH_REFUSED, PROJECT, PROJECT_DIR, app_login, cname, container, executed_tasks, run_site,
-                      wait_healthy)
+from conftest import (kill_and_time_recovery, AUTH_REFUSED, PROJECT, PROJECT_DIR, app_login, cname, container, executed_tasks, run_site)
 
 NETWORK = f"{PROJECT}_default"
 PGB_IMAGE = "rpa-testbed/pgbouncer:latest"
@@ -91,11 +90,18 @@ def test_pgbench_through_pgbouncer_transaction_pool_has_zero_errors(host, client
         client(host, PG_IMAGE, entrypoint="pgbench", argv=["-i", "-I", "d", *conn], env_file=env)
 
 
+# The tasks the pool-size change changed: test_the_app_password_converges_back_to_the_vault_value's run puts the
+# pool back (the same tasks, changed once more) together with the password, one run instead of two.
+POOL_CHANGED: list[str] = []
+PGB_INI = f"{PROJECT_DIR}/config/pgbouncer/pgbouncer.ini"
+
+
 def test_client_survives_a_pgbouncer_reload_caused_by_a_config_change(host, server, client_env):
-    """One psql session ticks every 0.5 s while site.yml changes the pool size."""
+    """One psql session ticks every 0.5 s while site.yml changes the pool size (put back by the password
+    test's run, below)."""
     name = "rpa-test-reload-client"
     host.run(f"docker rm -f {name}")
-    ini = f"{PROJECT_DIR}/config/pgbouncer/pgbouncer.ini"
+    ini = PGB_INI
     assert "default_pool_size = 20" in host.file(ini).content_string
     pgb_started = container(host, "pgbouncer")["State"]["StartedAt"]
     script = "select 'tick', pg_backend_pid() \\watch i=0.5 c=2000"
@@ -109,6 +115,7 @@ def test_client_survives_a_pgbouncer_reload_caused_by_a_config_change(host, serv
         proc, data = run_site("--tags", "postgres", "-e", "postgres_pgbouncer_default_pool_size=21")
         assert proc.returncode == 0, proc.stdout[-3000:]
         changed = [t["task"] for t in executed_tasks(data, server["name"]) if t["changed"]]
+        POOL_CHANGED.extend(changed)
         assert any("pgbouncer" in t.lower() and "reload" in t.lower() for t in changed), changed
         assert "default_pool_size = 21" in host.file(ini).content_string
         time.sleep(2)
@@ -122,9 +129,6 @@ def test_client_survives_a_pgbouncer_reload_caused_by_a_config_change(host, serv
         assert "SIGHUP" in host.check_output(f"docker logs --since 5m {cname('pgbouncer')} 2>&1")
     finally:
         host.run(f"docker rm -f {name}")
-        proc, _ = run_site("--tags", "postgres")
-        assert proc.returncode == 0, proc.stdout[-3000:]
-    assert "default_pool_size = 20" in host.file(ini).content_string
 
 
 # --------------------------------------------------------------------- Redis
@@ -147,18 +151,6 @@ def test_redis_never_evicts_and_persists_with_aof(host, client_env):
     assert redis_cli(host, "config", "get", "appendonly", env_file=pw).stdout.split() == ["appendonly", "yes"]
     maxmemory = int(redis_cli(host, "config", "get", "maxmemory", env_file=pw).stdout.split()[1])
     assert maxmemory == 256 * 1024 * 1024
-
-
-def test_redis_data_survives_a_container_restart(host, client_env):
-    pw = client_env["redis"]
-    assert redis_cli(host, "set", "rpa-test:durable", "kept", env_file=pw).stdout.strip() == "OK"
-    started = container(host, "redis")["State"]["StartedAt"]
-    host.check_output(f"docker restart {cname('redis')}")
-    wait_healthy(host, "redis", 60, not_started_at=started)
-    try:
-        assert redis_cli(host, "get", "rpa-test:durable", env_file=pw).stdout.strip() == "kept"
-    finally:
-        redis_cli(host, "del", "rpa-test:durable", env_file=pw)
 
 
 def test_secret_files_are_root_only(host):
@@ -208,12 +200,16 @@ def test_the_app_password_converges_back_to_the_vault_value(host, server, client
     direct = ("postgres", "5432")
     refused = psql(host, "select 1", client_env["postgres"], server=direct)
     assert refused.rc != 0 and AUTH_REFUSED.search(refused.stderr), ("the changed password still let us in", refused.stderr)
+    # The same run puts PgBouncer's pool size back (the reload test's change, if it made one): those tasks
+    # change again, and nothing else but the login.
+    pool_changed = list(POOL_CHANGED) if "default_pool_size = 21" in host.file(PGB_INI).content_string else []
     proc, data = run_site("--tags", "postgres")
     assert proc.returncode == 0, proc.stdout[-3000:]
     changed = [t["task"] for t in executed_tasks(data, server["name"]) if t["changed"]]
-    assert changed == ["postgres : Ensure the application's logins exist, with the vault password or locked."], changed
+    login = "postgres : Ensure the application's logins exist, with the vault password or locked."
+    assert sorted(changed) == sorted([login, *pool_changed]), (changed, pool_changed)
+    assert "default_pool_size = 20" in host.file(PGB_INI).content_string
     for via in (direct, ("pgbouncer", "6432")):
         res = psql(host, "select 1", client_env["postgres"], server=via)
         assert res.rc == 0, (via, res.stderr)
-    proc, data = run_site("--tags", "postgres")
-    assert proc.returncode == 0 and data["stats"][server["name"]]["changed"] == 0
+    # "Only then": the postgres role's next run (test_gate's --tags redis,postgres) changes none of its tasks.
