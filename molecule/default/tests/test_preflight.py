@@ -112,6 +112,7 @@ CASES = [
      "old container before Caddy checked the new one"),
     ("redis_pids_limit", 15, "a PIDs limit below 16"),
     ("postgres_cpu_limit", "fast", "not a number of CPUs"),
+    ("postgres_healthcheck_interval", "5", "bare seconds: Docker reads a duration with its unit"),
     ("postgres_pitr_cipher_pass", "short-passphrase", "too short for the repository's passphrase"),
     ("postgres_pitr_repo_host_key", "AAAAC3NzaC1lZDI1NTE5", "not a public key line"),
     ("postgres_pitr_archive_timeout", 600, "ten minutes of writes lost with the server"),

@@ -139,7 +139,8 @@ def test_a_rolling_update_of_the_backend_under_load_fails_no_request(services):
 
 # How long the test keeps rpa-so-2's application frozen: longer than a request may wait on a hung upstream
 # (caddy_response_header_timeout, 10 s with several app hosts), shorter than Docker's health check needs to
-# call the frozen task unhealthy (3 x 10 s), after which Swarm would replace it.
+# call the frozen task unhealthy (3 x app_healthcheck_interval: 3 x 20 s in the test bed, 3 x 10 s by default),
+# after which Swarm would replace it.
 PAUSED_FOR = 25
 # The longest a request may take meanwhile: one wait on the hung upstream, then its retry on the other.
 SLOWEST_ALLOWED = 16
