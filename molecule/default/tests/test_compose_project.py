@@ -32,17 +32,23 @@ def test_project_is_valid_and_named(host, config):
 
 def test_every_service_is_hardened_and_bounded(config):
     total = 0
+    intervals = []
     for name, svc in config["services"].items():
         assert svc.get("restart") in ("unless-stopped", "always"), name
         assert svc.get("healthcheck", {}).get("test"), f"{name} has no health check"
         # A starting container is probed every few seconds, not after a whole interval.
         assert svc["healthcheck"].get("start_interval") in ("2s", "3s"), (name, svc["healthcheck"])
+        # A running one: the test inventory's *_healthcheck_interval (20 s), or a service's own longer one.
+        assert svc["healthcheck"].get("interval") in ("15s", "20s", "30s"), (name, svc["healthcheck"])
+        intervals.append(svc["healthcheck"]["interval"])
         assert "no-new-privileges:true" in svc.get("security_opt", []), name
         assert svc.get("mem_limit"), f"{name} has no memory limit"
         total += int(svc["mem_limit"])
         for port in svc.get("ports", []):
             assert port.get("host_ip") == "127.0.0.1", f"{name} publishes {port} beyond loopback"
     assert total <= MEMORY_BUDGET, f"memory limits add up to {total / 1024**3:.2f} GiB"
+    # The four roles' variables reached their 13 services (app 4, postgres 2, redis 1, monitoring 6).
+    assert intervals.count("20s") == 13, intervals
 
 
 def test_deployer_command_works_for_every_service_without_recreating(host, config):

@@ -96,6 +96,16 @@ POOL_CHANGED: list[str] = []
 PGB_INI = f"{PROJECT_DIR}/config/pgbouncer/pgbouncer.ini"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def pool_put_back(host):
+    """Should the password test not have put the pool back (it failed first, or ran deselected), a run here
+    does: no later module finds the role drifted. Nothing to do after a normal run."""
+    yield
+    if "default_pool_size = 21" in host.file(PGB_INI).content_string:
+        proc, _ = run_site("--tags", "postgres")
+        assert proc.returncode == 0, proc.stdout[-3000:]
+
+
 def test_client_survives_a_pgbouncer_reload_caused_by_a_config_change(host, server, client_env):
     """One psql session ticks every 0.5 s while site.yml changes the pool size (put back by the password
     test's run, below)."""
@@ -113,9 +123,9 @@ def test_client_survives_a_pgbouncer_reload_caused_by_a_config_change(host, serv
         before = host.check_output(f"docker logs {name} 2>&1").count("tick")
         assert before >= 2, host.check_output(f"docker logs {name} 2>&1")
         proc, data = run_site("--tags", "postgres", "-e", "postgres_pgbouncer_default_pool_size=21")
-        assert proc.returncode == 0, proc.stdout[-3000:]
         changed = [t["task"] for t in executed_tasks(data, server["name"]) if t["changed"]]
         POOL_CHANGED.extend(changed)
+        assert proc.returncode == 0, proc.stdout[-3000:]
         assert any("pgbouncer" in t.lower() and "reload" in t.lower() for t in changed), changed
         assert "default_pool_size = 21" in host.file(ini).content_string
         time.sleep(2)

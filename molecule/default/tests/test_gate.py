@@ -85,7 +85,7 @@ def test_crash_loop_rolls_back_to_the_previous_healthy_definition(host, server, 
     redis_cli(host, "set", "rpa-test:gate", "before-the-broken-definition")
     fragment = host.file(f"{PROJECT_DIR}/compose.d/redis.yml").content_string
     compose = host.file(f"{PROJECT_DIR}/docker-compose.yml").content_string
-    # Real health check: start_period 10 s, interval 5 s; rollback adds its own gate. Meanwhile, watch
+    # Real health check: start_period 10 s, interval redis_healthcheck_interval; rollback adds its own gate. Meanwhile, watch
     # Alertmanager: planned work silences its alerts, and the silence goes when the run does, failed or not.
     seen: dict[str, dict] = {}
     began = datetime.now(timezone.utc).isoformat()[:19]
