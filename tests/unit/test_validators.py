@@ -49,6 +49,15 @@ def test_docker_size(value, ok):
 
 
 @pytest.mark.parametrize(("value", "ok"), [
+    ("1s", True), ("20s", True), ("300s", True),
+    ("0s", False), ("301s", False), ("5", False), (5, False), (True, False), (None, False), ("5m", False),
+    ("05s", False), (" 5s", False), ("5s ", False), ("5s\n", False), ("1000s", False),
+])
+def test_health_interval(value, ok):
+    assert v.rpa_health_interval(value) is ok
+
+
+@pytest.mark.parametrize(("value", "ok"), [
     ("root", True), ("deploy", True), ("_apt", True), ("ops-1", True),
     ("Root", False), ("1user", False), ("user name", False), ("", False), ("a" * 33, False),
 ])

@@ -19,6 +19,8 @@ _TIMESPAN_UNIT = (r"(us|usec|ms|msec|s|sec|second|seconds|m|min|minute|minutes|h
 _SYSTEMD_TIMESPAN = re.compile(rf"^([0-9]+\s*{_TIMESPAN_UNIT}\s*)+$")
 _CLOCK = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 _DOCKER_SIZE = re.compile(r"^[0-9]+[kmg]$")
+# Docker also takes "1m30s" or "500ms"; the roles want whole seconds so the preflight message stays simple.
+_HEALTH_INTERVAL = re.compile(r"[1-9][0-9]{0,2}s")
 _UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _VERSION = re.compile(r"^[0-9]+(\.[0-9]+){1,2}$")
 # Docker's reference grammar (distribution/reference): [domain[:port]/]name[:tag][@digest].
@@ -60,6 +62,11 @@ def rpa_clock_time(value) -> bool:
 def rpa_docker_size(value) -> bool:
     """Docker log-opts sizes: ``10m``, ``512k``, ``1g``."""
     return isinstance(value, str) and bool(_DOCKER_SIZE.match(value))
+
+
+def rpa_health_interval(value) -> bool:
+    """A container health-check interval in whole seconds: ``1s`` to ``300s``."""
+    return isinstance(value, str) and bool(_HEALTH_INTERVAL.fullmatch(value)) and int(value[:-1]) <= 300
 
 
 def rpa_unix_name(value) -> bool:
@@ -160,6 +167,7 @@ class TestModule:
             "rpa_systemd_timespan": rpa_systemd_timespan,
             "rpa_clock_time": rpa_clock_time,
             "rpa_docker_size": rpa_docker_size,
+            "rpa_health_interval": rpa_health_interval,
             "rpa_unix_name": rpa_unix_name,
             "rpa_version": rpa_version,
             "rpa_port": rpa_port,
