@@ -209,7 +209,17 @@ def test_no_committed_row_is_lost_and_the_old_leader_rejoins_as_a_replica(failov
         psql_app(new, "INSERT INTO failover_probe DEFAULT VALUES")
         return members().get(old, {}).get("State") == "streaming"
 
-    wait_for(streaming_while_the_application_writes, 90, f"{old} streaming again")
+    # Before its pg_rewind, Patroni pushes each WAL segment the old leader had not archived to the repository,
+    # one pgbackrest archive-push at a time (rejoin 6-10 s here, idle or loaded): 150 s is room for a slow
+    # repository under the whole suite's load.
+    try:
+        wait_for(streaming_while_the_application_writes, 150, f"{old} streaming again")
+    except AssertionError as error:
+        # What Patroni did on the old leader (a CI run once timed out at 90 s here with no trace of why).
+        # (HAProxy's checks, which close before Patroni's body is written, fill it with tracebacks: left out.)
+        journal = ssh(old, "journalctl -u patroni --no-pager -o cat --since -3min | grep -v -e '^ ' -e Traceback "
+                           "-e 'Exception happened' -e ConnectionResetError | tail -n 80")
+        raise AssertionError(f"{error}\n{members()}\n{journal}") from None
     # The synchronous standby again: the next failover may promote it without losing a commit.
     wait_for(lambda: members()[old]["Role"] == "Sync Standby", 30, f"{old} the synchronous standby")
     # Its own copy has every committed row (rewound if it had diverged, then streamed).
