@@ -20,8 +20,8 @@ of a CPU per server, in the engine more than here.
 import datetime as dt
 import http.client
 import json
-import socket
 import re
+import socket
 import sys
 import threading
 import time
@@ -34,8 +34,7 @@ ENDPOINT = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--doc
 
 def seconds(value):
     """A Go duration as upstream's flags take it ("30s", "1m", "1m30s", "500ms") in seconds."""
-    parts = re.fullmatch(r"((\d+(\.\d+)?)(h|ms|m|s))+", value or "")
-    if not parts:
+    if not re.fullmatch(r"((\d+(\.\d+)?)(h|ms|m|s))+", value or ""):
         raise ValueError(f"not a duration: {value!r}")
     scale = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
     return sum(float(n) * scale[u] for n, _, u in re.findall(r"(\d+(\.\d+)?)(h|ms|m|s)", value))

@@ -83,7 +83,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.path in ("/health", "/deploy/health"):
             try:
                 self.send(200, {"docker": engine_version()})
-            except (OSError, ValueError, KeyError) as exc:
+            # http.client.HTTPException: a malformed answer from the engine is as unhealthy as none.
+            except (OSError, ValueError, KeyError, http.client.HTTPException) as exc:
                 self.send(503, {"docker": str(exc)[-300:]})
         else:
             self.send(404, {"error": "not found"})
