@@ -15,12 +15,12 @@ DIGEST = "registry.example.com/rpa-engine/backend@sha256:" + "1" * 64
 # The vault's values and the optional ones, made up (and made here, so that no file holds one).
 SECRETS = {name: f"Fake-{name.split('_', 1)[1]}-0000000000000000" for name in (
     "vault_jwt_secret", "vault_deploy_token", "vault_flower_password", "vault_postgres_app_password",
-    "vault_redis_password", "app_jwt_secret_previous", "app_ai_api_key")}
+    "vault_redis_password", "app_jwt_secret_previous", "app_deploy_token_previous", "app_ai_api_key")}
 EXTRA = {**SECRETS, "ansible_processor_vcpus": 2,
          "__app_image_refs": {"backend": DIGEST, "celery-worker": DIGEST, "celery-beat": DIGEST, "flower": DIGEST,
-                              "frontend": DIGEST},
+                              "frontend": DIGEST, "deployer": DIGEST},
          "__app_stack_image_commands": {name: ["python3", "-m", "server"] for name in
-                                        ("backend", "celery-worker", "celery-beat", "flower", "frontend")}}
+                                        ("backend", "celery-worker", "celery-beat", "flower", "frontend", "deployer")}}
 
 
 @pytest.fixture(scope="module")
@@ -46,36 +46,41 @@ def test_no_value_of_a_secret_is_in_the_stack_file(rendered):
 def test_every_value_a_service_reads_is_a_secret_file_of_its_variable(rendered):
     services, names = rendered["file"]["services"], rendered["secrets"]
     assert set(names) == {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "JWT_SECRET", "JWT_SECRET_PREVIOUS",
-                          "AI_API_KEY", "FLOWER_BASIC_AUTH"}
+                          "AI_API_KEY", "FLOWER_BASIC_AUTH", "DEPLOY_TOKEN", "DEPLOY_TOKEN_PREVIOUS"}
     assert all(name.startswith("rpa-engine_" + variable.lower() + "_") for variable, name in names.items())
     targets = {service: {s["target"]: s["source"] for s in spec["secrets"]} for service, spec in services.items()}
     # One secret per variable (never one mounted twice: the CLI orders such mounts differently on create and
     # on update, which updated beat on every second deploy), in the order the CLI writes them.
-    assert targets["backend"] == {k: v for k, v in names.items() if k != "FLOWER_BASIC_AUTH"}
+    assert targets["backend"] == {k: v for k, v in names.items() if k != "FLOWER_BASIC_AUTH" and not k.startswith("DEPLOY_")}
     # Flower's login reaches Flower alone.
     assert targets["flower"] == {"CELERY_BROKER_URL": names["CELERY_BROKER_URL"],
                                  "FLOWER_BASIC_AUTH": names["FLOWER_BASIC_AUTH"]}
     assert [service for service, mounted in targets.items() if "FLOWER_BASIC_AUTH" in mounted] == ["flower"]
+    # The deploy tokens reach the deployer alone.
+    assert targets["deployer"] == {k: names[k] for k in ("DEPLOY_TOKEN", "DEPLOY_TOKEN_PREVIOUS")}
     assert all([s["source"] for s in spec["secrets"]] == sorted(s["source"] for s in spec["secrets"])
                for spec in services.values())
     assert targets["frontend"] == {}
     assert set(rendered["file"]["secrets"]) == set(names.values())
     # Nothing is left for Compose's interpolation from .env: the stack has none.
     assert "${APP_" not in json.dumps(services)
-    assert all(s["mode"] == 0o400 and s["uid"] == "10001" for spec in services.values() for s in spec["secrets"])
+    # Each file belongs to its service's user (the deployer's is root, which without capabilities reads no other's).
+    assert all(s["mode"] == 0o400 and s["uid"] == s["gid"] == ("0" if name == "deployer" else "10001")
+               for name, spec in services.items() for s in spec["secrets"])
 
 
 def test_one_task_per_app_host_and_a_single_beat_and_flower_stopped_before_their_replacement(rendered):
     services = rendered["file"]["services"]
-    assert sorted(services) == ["backend", "celery-beat", "celery-worker", "flower", "frontend"]
+    assert sorted(services) == ["backend", "celery-beat", "celery-worker", "deployer", "flower", "frontend"]
     for name, spec in services.items():
         deploy = spec["deploy"]
-        assert deploy["placement"]["constraints"] == ["node.labels.rpa.app == true"], name
+        assert deploy["placement"]["constraints"][0] == "node.labels.rpa.app == true", name
         assert deploy["endpoint_mode"] == "dnsrr" and deploy["update_config"]["failure_action"] == "rollback", name
-        assert deploy["mode"] == ("replicated" if name in ("celery-beat", "flower") else "global"), name
+        assert deploy["mode"] == ("replicated" if name in ("celery-beat", "flower", "deployer") else "global"), name
         assert spec["entrypoint"][:2] == ["/bin/sh", "-c"] and spec["image"] == DIGEST, name
-        assert spec["read_only"] is True and spec["cap_drop"] == ["ALL"] and spec["user"] == "10001:10001", name
-    for single in (services["celery-beat"], services["flower"]):
+        assert spec["read_only"] is True and spec["cap_drop"] == ["ALL"], name
+        assert spec["user"] == ("0:0" if name == "deployer" else "10001:10001"), name
+    for single in (services["celery-beat"], services["flower"], services["deployer"]):
         assert single["deploy"]["replicas"] == 1
         assert single["deploy"]["update_config"]["order"] == single["deploy"]["rollback_config"]["order"] == "stop-first"
     assert services["flower"]["ports"] == [{"target": 5555, "published": 5555, "protocol": "tcp", "mode": "host"}]
@@ -95,3 +100,18 @@ def test_one_task_per_app_host_and_a_single_beat_and_flower_stopped_before_their
 def test_the_tasks_reach_the_database_at_their_own_hosts_endpoint(rendered):
     assert all(spec["extra_hosts"] == ["rpa-pg-endpoint:host-gateway"] for spec in rendered["file"]["services"].values())
     assert rendered["file"]["networks"] == {"rpa-engine-overlay": {"external": True, "name": "rpa-engine-overlay"}}
+
+
+def test_the_deployer_runs_on_a_manager_and_updates_the_stack_through_its_engine(rendered):
+    """On a Swarm the deployer redeploys by a rolling service update (DEPLOY_SWARM_STACK): it needs a manager's
+    engine socket and no Compose project; its port is published on its host for Caddy on the edge."""
+    deployer = rendered["file"]["services"]["deployer"]
+    assert deployer["deploy"]["placement"]["constraints"] == ["node.labels.rpa.app == true", "node.role == manager"]
+    assert deployer["volumes"] == [{"type": "bind", "source": "/var/run/docker.sock", "target": "/var/run/docker.sock"},
+                                   {"type": "tmpfs", "target": "/tmp"}]
+    assert deployer["environment"]["DEPLOY_SWARM_STACK"] == "rpa-engine"
+    assert "DEPLOY_PROJECT_DIR" not in deployer["environment"]
+    assert deployer["ports"] == [{"target": 9000, "published": 9000, "protocol": "tcp", "mode": "host"}]
+    # Only the deployer holds the engine's socket.
+    assert [n for n, spec in rendered["file"]["services"].items() if any(
+        v.get("source") == "/var/run/docker.sock" for v in spec["volumes"])] == ["deployer"]

@@ -6,7 +6,9 @@ then an update that completes, one whose health check fails (rolled back) and on
 swarm_26.1_stack_deployed.json is the same service created by `docker stack deploy` (the Swarm gate's
 test playbook, molecule/default/tests/files/swarm_gate.yml). Each holds
 `docker service inspect`, `docker inspect` of the service's tasks and its last log lines, taken the
-moment UpdateStatus.State reached the state in the file's name.
+moment UpdateStatus.State reached the state in the file's name. swarm_26.1_crashloop.json holds the same
+three for the scale-out stack's first deploy of a deployer whose task could not read its secret file (exit 1,
+restarted for ever, no UpdateStatus), taken by hand while the gate waited.
 """
 
 from __future__ import annotations
@@ -249,3 +251,29 @@ def test_only_a_cli_without_stack_config_falls_back_to_reading_the_file(rc, err,
 ])
 def test_only_tasks_that_vanished_meanwhile_are_read_around(rc, err, vanished):
     assert rs.only_vanished(rc, err) is vanished
+
+
+def test_a_service_stuck_without_an_update_is_reported_with_its_newest_ended_task_and_its_logs():
+    """A first deploy whose task exits at once: no UpdateStatus to blame, so the gate waits out its timeout
+    (a task may fail once while its database starts); then it names the service, the ended tasks, the newest
+    one's error and exit code, and that task's own log lines."""
+    data = load("crashloop")
+    verdict, reason = rs.assess(data["service"], data["tasks"], deployed_at=0)
+    assert (verdict, reason) == ("pending", "rpa-engine_deployer: 0 of 1 tasks run its current spec")
+    report = rs.stuck_report(data["service"], data["tasks"], data["logs"], reason)
+    lines = report.splitlines()
+    assert lines[0] == reason
+    newest = max((t for t in data["tasks"] if t["Status"]["State"] == "failed"),
+                 key=lambda t: rs.parse_time(t["Status"]["Timestamp"]))
+    assert lines[1] == ("4 task(s) ended on their own; the newest, %s: state failed (starting), "
+                        "error: task: non-zero exit (1), exit 1" % newest["ID"][:12]), lines[1]
+    assert lines[2] == "last log lines:"
+    assert lines[3:] and all(".%s@" % newest["ID"] in line for line in lines[3:]), lines[3:]
+    assert "cat: /run/secrets/DEPLOY_TOKEN: Permission denied" in report
+
+
+def test_a_stuck_report_without_ended_tasks_gives_the_reason_and_the_services_logs():
+    data = load("crashloop")
+    running = [t for t in data["tasks"] if t["Status"]["State"] not in ("failed", "rejected", "complete")]
+    assert rs.stuck_report(data["service"], running, "", "why") == "why"
+    assert rs.stuck_report(data["service"], running, "a | b\n", "why") == "why\nlast log lines:\na | b"

@@ -217,15 +217,16 @@ def test_the_ha_examples_hosts_admit_exactly_the_peers_of_each_service():
         {"name": "redis clients", "v4": ["10.0.0.11", "10.0.0.12"], "v6": [], "tcp": [6379], "udp": [], "protocols": []},
     ]
     assert peer_rules("inventory/ha", "rpa-db-2")[-1]["name"] == "patroni clients"
-    # The other app host: Caddy on the edge to its backend and frontend (published in host mode by the stack).
+    # The other app host: Caddy on the edge to its backend, frontend and deployer (published in host mode by
+    # the stack).
     assert peer_rules("inventory/ha", "rpa-app-2")[-1] == {
-        "name": "app upstreams", "v4": ["10.0.0.11"], "v6": [], "tcp": [8000, 3000], "udp": [], "protocols": []}
+        "name": "app upstreams", "v4": ["10.0.0.11"], "v6": [], "tcp": [8000, 3000, 9000], "udp": [], "protocols": []}
 
 
 def test_the_app_upstreams_take_the_app_roles_ports_and_need_a_swarm():
     groups = {"edge": ["a"], "app": ["a", "b"]}
     addresses = {"a": "10.0.0.1", "b": "10.0.0.2"}
-    assert t.rpa_peer_rules(groups, addresses, "b", {"app upstreams": [8080, 3030]})[-1]["tcp"] == [8080, 3030]
+    assert t.rpa_peer_rules(groups, addresses, "b", {"app upstreams": [8080, 3030, 9090]})[-1]["tcp"] == [8080, 3030, 9090]
     # One app host runs Compose behind its own Caddy: nobody reaches its ports.
     assert t.rpa_peer_rules({"edge": ["a"], "app": ["a"]}, addresses, "a") == []
 

@@ -42,21 +42,24 @@ def running(service: str) -> list[str]:
 
 
 def test_one_task_of_each_service_per_app_host_and_one_beat_stopped_before_its_replacement(services):
-    assert sorted(services) == ["backend", "celery-beat", "celery-worker", "flower", "frontend"]
+    assert sorted(services) == ["backend", "celery-beat", "celery-worker", "deployer", "flower", "frontend"]
     for name in ("backend", "celery-worker", "frontend"):
         assert "Global" in services[name]["Spec"]["Mode"], name
         assert running(name) == ["rpa-so-1", "rpa-so-2"], name  # the witness is drained and not an app host
-    for name in ("celery-beat", "flower"):
+    for name in ("celery-beat", "flower", "deployer"):
         spec = services[name]["Spec"]
         assert spec["Mode"] == {"Replicated": {"Replicas": 1}}, name
         assert spec["UpdateConfig"]["Order"] == spec["RollbackConfig"]["Order"] == "stop-first", name
         assert len(running(name)) == 1, name
-    for name, port in (("backend", 8000), ("frontend", 3000), ("flower", 5555)):
+    for name, port in (("backend", 8000), ("frontend", 3000), ("flower", 5555), ("deployer", 9000)):
         spec = services[name]["Spec"]
         assert spec["EndpointSpec"]["Mode"] == "dnsrr"
         assert [(p["TargetPort"], p["PublishedPort"], p["PublishMode"]) for p in spec["EndpointSpec"]["Ports"]] == [
             (port, port, "host")]
         assert spec["UpdateConfig"]["FailureAction"] == "rollback"
+    # The deployer updates services through its host's engine: a manager's.
+    (node,) = running("deployer")
+    assert ssh("rpa-so-1", f"docker node inspect --format '{{{{.Spec.Role}}}}' {node}").strip() == "manager"
     # Pulled by digest from the registry, the same image everywhere.
     assert all("@sha256:" in s["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] for s in services.values())
 
@@ -103,37 +106,57 @@ def load_client():
 
 def test_caddy_on_the_edge_balances_across_both_app_hosts():
     """Caddy (the edge, rpa-so-1) has each app host's backend and frontend as healthy upstreams, by their
-    private addresses; the published ports stay closed to the outside (this controller)."""
+    private addresses, and the deployer's as healthy where its one task runs and down on the other host; the
+    published ports stay closed to the outside (this controller)."""
     so1, so2 = address("rpa-so-1"), address("rpa-so-2")
-    want = {f"{a}:{p}" for a in (so1, so2) for p in (8000, 3000)}
+    want = {f"{a}:{p}": 1.0 for a in (so1, so2) for p in (8000, 3000)}
+    (deployer_node,) = running("deployer")
+    want |= {f"{address(n)}:9000": 1.0 if n == deployer_node else 0.0 for n in ("rpa-so-1", "rpa-so-2")}
     upstreams = caddy_upstreams()
-    assert {u: upstreams.get(u) for u in want} == dict.fromkeys(want, 1.0), upstreams
+    assert {u: upstreams.get(u) for u in want} == want, upstreams
     zero_downtime = load_client()
     with zero_downtime.Load(EDGE_HTTPS, 1, ("/api/items", "/")) as load:
         zero_downtime.wait_sent(load, 20, timeout=30)
     assert load.sent >= 20 and load.ok == load.sent, vars(load)
-    probes = {t: probe_here(t) for t in (f"{so2}:8000", f"{so2}:3000", f"{so1}:8000")}
+    probes = {t: probe_here(t) for t in (f"{so2}:8000", f"{so2}:3000", f"{so1}:8000", f"{address(deployer_node)}:9000")}
     assert set(probes.values()) == {"silent"}, probes
 
 
-def test_a_rolling_update_of_the_backend_under_load_fails_no_request(services):
-    """Both backend tasks replaced one at a time (stop-first: a host's port is its task's alone) while two
-    keep-alive clients send requests through Caddy (a database read and the frontend): Caddy's active checks
-    drop the host whose task stops, its retries send a refused request to the other, and none fails."""
+def edge(load, method: str, path: str, token: str = "") -> tuple[int, dict]:
+    """A request through Caddy on the edge (POST /deploy/<service> as a CI job calls it); (status, answer)."""
+    conn = load.connect()
+    conn.timeout = 300  # the deployer answers when the rolling update has ended
+    try:
+        conn.request(method, path, headers={"Authorization": f"Bearer {token}"} if token else {})
+        answer = conn.getresponse()
+        body = answer.read()
+    finally:
+        conn.close()
+    try:
+        return answer.status, json.loads(body)
+    except ValueError:
+        return answer.status, {"body": body[-500:].decode(errors="replace")}
+
+
+def test_the_deployer_rolls_the_backend_through_caddy_under_load_and_no_request_fails(services):
+    """POST /deploy/backend through Caddy on the edge: the deployer (one task, on a manager) forces a rolling
+    update of the backend and answers once Swarm's UpdateStatus says it completed. Both backend tasks are
+    replaced one at a time (stop-first: a host's port is its task's alone) while two keep-alive clients send
+    requests through Caddy (a database read and the frontend): Caddy's active checks drop the host whose task
+    stops, its retries send a refused request to the other, and none fails. A wrong token changes nothing."""
     before = set(ssh("rpa-so-1", f"docker service ps --quiet --filter desired-state=running {STACK}_backend").split())
     zero_downtime = load_client()
-    def update_state() -> str:
-        return json.loads(ssh("rpa-so-1", f"docker service inspect {STACK}_backend"))[0].get(
-            "UpdateStatus", {}).get("State", "")
-
     with zero_downtime.Load(EDGE_HTTPS, 2, ("/api/items", "/")) as load:
         zero_downtime.wait_sent(load, 100, timeout=60)
-        ssh("rpa-so-1", f"docker service update --force --detach {STACK}_backend")
-        # Swarm's own word on the update (the CLI's exit code says nothing of a rollback).
-        state = wait_for(lambda: update_state() not in ("", "updating") and update_state(), 240, "the update ended")
+        health = edge(load, "GET", "/deploy/health")
+        refused = edge(load, "POST", "/deploy/backend", "Fake-wrong-token-000000000000")
+        status, answer = edge(load, "POST", "/deploy/backend", vault()["vault_deploy_token"])
         zero_downtime.wait_sent(load, 1000, timeout=180)
     after = set(ssh("rpa-so-1", f"docker service ps --quiet --filter desired-state=running {STACK}_backend").split())
-    assert state == "completed" and len(after) == 2 and not before & after, (state, before, after)
+    assert health == (200, {"status": "ok"}) and refused[0] == 401, (health, refused)
+    # Swarm's own word on the update (the CLI's exit code says nothing of a rollback), as the deployer read it.
+    assert (status, answer.get("state"), answer.get("service")) == (200, "completed", f"{STACK}_backend"), answer
+    assert len(after) == 2 and not before & after, (before, after)
     assert load.sent >= 1000 and load.errors == 0 and load.non_2xx == 0, (load.sent, load.errors, load.codes)
 
 

@@ -1,9 +1,13 @@
 """Deployer: redeploys one service on an authenticated request.
 
     POST /deploy/<service>   Authorization: Bearer <DEPLOY_TOKEN>
-      runs exactly SYSTEM.md's command:
+      on one host (DEPLOY_PROJECT_DIR) runs exactly SYSTEM.md's command:
       docker compose --project-directory $DEPLOY_PROJECT_DIR -f /repo/docker-compose.yml
                      --env-file /repo/.env up -d <service>
+      on a Swarm (DEPLOY_SWARM_STACK, on a manager) forces a rolling update of <stack>_<service> through the
+      engine's API and answers once Swarm's UpdateStatus says how it ended: 200 when it completed, 500 when
+      Swarm paused it or rolled it back (never the exit code of `docker service update`, which is 0 after a
+      rollback)
     GET  /health, /deploy/health   no auth; 200 when the Docker API answers
 
 DEPLOY_TOKEN_PREVIOUS (optional) is accepted too, for a rotation's overlap
@@ -18,6 +22,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from http.server import BaseHTTPRequestHandler
 
 from serve import serve  # run as /app/refapp/NAME.py: this directory is on sys.path
@@ -32,7 +37,10 @@ def required(name: str) -> str:
 
 TOKENS = [t for t in (required("DEPLOY_TOKEN"), os.environ.get("DEPLOY_TOKEN_PREVIOUS", "")) if t]
 ALLOWED = set(required("DEPLOY_ALLOWED_SERVICES").split(","))
-PROJECT_DIR = required("DEPLOY_PROJECT_DIR")
+STACK = os.environ.get("DEPLOY_SWARM_STACK", "")
+PROJECT_DIR = "" if STACK else required("DEPLOY_PROJECT_DIR")
+# How long a rolling update may take before the request gives up on it (Swarm carries on).
+SWARM_TIMEOUT = float(os.environ.get("DEPLOY_SWARM_TIMEOUT", "600"))
 REPO = os.environ.get("DEPLOY_REPO", "/repo")
 PORT = int(os.environ.get("DEPLOY_PORT", "9000"))
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -70,6 +78,48 @@ def engine_version() -> str:
         conn.close()
 
 
+def engine(method: str, path: str, body: dict | None = None):
+    """One request to the engine's API; its JSON answer (None when empty). OSError on an error status."""
+    conn = EngineConnection()
+    try:
+        data = json.dumps(body).encode() if body is not None else None
+        conn.request(method, path, body=data, headers={"Content-Type": "application/json"} if data else {})
+        resp = conn.getresponse()
+        answer = resp.read()
+        if resp.status >= 300:
+            raise OSError(f"{method} {path}: the Docker API answered {resp.status}: {answer[-300:]!r}")
+        return json.loads(answer) if answer.strip() else None
+    finally:
+        conn.close()
+
+
+# Swarm's UpdateStatus.State values that end an update; only "completed" is a success.
+ENDED = {"completed", "paused", "rollback_started", "rollback_paused", "rollback_completed"}
+
+
+def swarm_redeploy(service: str) -> tuple[int, dict]:
+    """A rolling update of the stack's service with nothing changed but ForceUpdate (every task replaced, as its
+    update_config says: health-gated, rolled back on failure), then Swarm's own word on how it ended. Updating
+    a service clears its UpdateStatus, so a state read afterwards is this update's."""
+    name = f"{STACK}_{service}"
+    current = engine("GET", f"/services/{name}")
+    spec = current["Spec"]
+    spec["TaskTemplate"]["ForceUpdate"] = int(spec["TaskTemplate"].get("ForceUpdate", 0)) + 1
+    engine("POST", f"/services/{current['ID']}/update?version={current['Version']['Index']}", spec)
+    deadline = time.monotonic() + SWARM_TIMEOUT
+    while True:
+        status = (engine("GET", f"/services/{current['ID']}") or {}).get("UpdateStatus") or {}
+        state = status.get("State", "")
+        if state in ENDED:
+            break
+        if time.monotonic() > deadline:
+            state = f"still {state or 'not started'} after {SWARM_TIMEOUT:.0f} s"
+            break
+        time.sleep(1)
+    return (200 if state == "completed" else 500), {"deployed": service, "service": name, "state": state,
+                                                   "message": status.get("Message", "")}
+
+
 class Handler(BaseHTTPRequestHandler):
     def send(self, status: int, body: dict) -> None:
         data = json.dumps({"service": "deployer", **body}).encode()
@@ -101,6 +151,12 @@ class Handler(BaseHTTPRequestHandler):
         service = match.group(1)
         if service not in ALLOWED:
             self.send(403, {"error": f"{service} may not be redeployed from here"})
+            return
+        if STACK:
+            try:
+                self.send(*swarm_redeploy(service))
+            except (OSError, ValueError, KeyError, http.client.HTTPException) as exc:
+                self.send(500, {"deployed": service, "error": str(exc)[-500:]})
             return
         proc = subprocess.run(compose_cmd(service), capture_output=True, text=True, timeout=600, check=False)
         status = 200 if proc.returncode == 0 else 500

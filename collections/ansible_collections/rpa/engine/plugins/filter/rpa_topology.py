@@ -147,9 +147,10 @@ PEER_SERVICES = (
     ("patroni clients", ("pg_cluster",), ("app",), (5432, 8008), (), ()),
     # Redis, published by Docker on the redis_host's private address (roles/redis: redis_published_addresses).
     ("redis clients", ("redis_host",), ("app",), (6379,), (), ()),
-    # The app hosts' backend and frontend, published in host mode by the Swarm stack, for Caddy on the edge;
-    # their ports are the app role's (rpa_peer_rules' ports, app_backend_port and app_frontend_port).
-    ("app upstreams", ("app",), ("edge",), (8000, 3000), (), ()),
+    # The app hosts' backend, frontend and deployer, published in host mode by the Swarm stack, for Caddy on
+    # the edge; their ports are the app role's (rpa_peer_rules' ports: app_backend_port, app_frontend_port,
+    # app_deployer_port).
+    ("app upstreams", ("app",), ("edge",), (8000, 3000, 9000), (), ()),
 )
 
 
@@ -160,7 +161,7 @@ def rpa_peer_rules(groups: dict, addresses: dict, host: str, ports: dict | None 
     is left out of the later rule, and a rule left with nobody is dropped. Empty for the single-host shape (no
     tier groups) and for a host that listens for nobody. Unparsable addresses are left out here; the shape's
     preflight refuses them by name. ``ports`` replaces a service's TCP ports by name (``{"app upstreams":
-    [8000, 3000]}``: the app role's). The app hosts' upstreams exist only with more than one app host (Swarm):
+    [8000, 3000, 9000]}``: the app role's). The app hosts' upstreams exist only with more than one app host (Swarm):
     the split shape's one app host runs Compose behind its own Caddy."""
     ports = ports or {}
     parsed = {}

@@ -179,6 +179,34 @@ def failure_report(inspect, tasks, logs, lines=20):
     return "\n".join(parts)
 
 
+def stuck_report(inspect, tasks, logs, reason, lines=20):
+    """What an operator needs from a service that did not converge in time without an update to blame (a first
+    deploy, or tasks that keep failing under a restart policy that never gives up): the reason, how many of
+    its tasks ended on their own, the newest of them (its state, error and exit code) and that task's last
+    log lines (the service's, when none is that task's)."""
+    parts = [reason]
+    ended = [t for t in tasks if (t.get("Status") or {}).get("State") in ("failed", "rejected", "complete")]
+    ended.sort(key=lambda t: -(parse_time((t.get("Status") or {}).get("Timestamp")) or 0))
+    all_lines = [line for line in (logs or "").splitlines() if line.strip()]
+    tail = all_lines[-lines:]
+    if ended:
+        newest = ended[0]
+        status = newest.get("Status") or {}
+        exit_code = (status.get("ContainerStatus") or {}).get("ExitCode")
+        detail = [
+            "state %s (%s)" % (status.get("State"), status.get("Message") or ""),
+            "error: %s" % status["Err"] if status.get("Err") else "",
+            "exit %s" % exit_code if exit_code else "",
+        ]
+        parts.append("%d task(s) ended on their own; the newest, %s: %s"
+                     % (len(ended), newest.get("ID", "?")[:12], ", ".join(d for d in detail if d)))
+        own = [line for line in all_lines if ".%s@" % newest.get("ID") in line.split("|", 1)[0]]
+        tail = own[-lines:] or tail
+    if tail:
+        parts.append("last log lines:\n" + "\n".join(tail))
+    return "\n".join(parts)
+
+
 def stack_verdict(verdicts):
     """('converged' | 'pending' | 'failed', [reasons]) of a stack from ``{service: (verdict, reason)}``:
     one failed service fails the stack at once (no waiting out the others), naming every failed one."""

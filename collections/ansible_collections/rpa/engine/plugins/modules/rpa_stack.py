@@ -188,8 +188,15 @@ def main():
             module.fail_json(msg="the stack %s did not converge:\n%s" % (p["name"], "\n\n".join(reports)),
                              states=states)
         if time.monotonic() > deadline:
-            module.fail_json(msg="the stack %s did not converge within %ds: %s"
-                             % (p["name"], p["timeout"], "; ".join(reasons)), states=states)
+            reports = []
+            for i in inspects:
+                verdict_of, reason = verdicts[i["Spec"]["Name"]]
+                if verdict_of == "pending":
+                    _, logs, _ = docker(module, ["service", "logs", "--no-trunc", "--tail", "20", i["ID"]],
+                                        check_rc=False)
+                    reports.append(rs.stuck_report(i, tasks.get(i["ID"], []), logs, reason))
+            module.fail_json(msg="the stack %s did not converge within %ds:\n%s"
+                             % (p["name"], p["timeout"], "\n\n".join(reports)), states=states)
         time.sleep(p["poll_interval"])
 
 
