@@ -156,7 +156,7 @@ class Handler(BaseHTTPRequestHandler):
             try:
                 self.send(*swarm_redeploy(service))
             except (OSError, ValueError, KeyError, http.client.HTTPException) as exc:
-                self.send(500, {"deployed": service, "error": str(exc)[-500:]})
+                self.send(500, {"deployed": service, "service": f"{STACK}_{service}", "error": str(exc)[-500:]})
             return
         proc = subprocess.run(compose_cmd(service), capture_output=True, text=True, timeout=600, check=False)
         status = 200 if proc.returncode == 0 else 500
