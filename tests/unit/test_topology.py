@@ -97,8 +97,12 @@ def test_the_reference_ha_shape_passes():
      ["rpa_pg_failover=true", "at least two pg_cluster hosts (it has 1)"]),
     ({"pg_cluster": ["a2", "d2"]}, {}, ["a2 is in both app and pg_cluster", "rpa_allow_db_on_app_hosts"]),
     ({"edge": ["e1"]}, {}, ["edge host e1 is not in app", "rpa_edge_upstreams"]),
+    ({"edge": ["e1"], "app": ["a1"], "pg_cluster": ["d1"], "etcd_cluster": ["d1"]}, {"edge_upstreams": ["10.0.0.11"]},
+     ["edge host e1 is not in app, whose one host runs Compose"]),
     ({"redis_host": ["d1", "d2"]}, {}, ["redis_host has 2 hosts"]),
     ({"app": []}, {}, ["group app is empty"]),
+    # The stack is deployed from app[0], and the deployer needs a manager's engine.
+    ({"app": ["a3", "a1", "a2"]}, {}, ["a3, the first app host, is not in swarm_managers"]),
 ])
 def test_an_impossible_shape_is_refused_naming_the_group_or_variable(change, options, words):
     found = problems(change, **options)

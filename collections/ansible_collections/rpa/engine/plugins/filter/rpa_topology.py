@@ -98,6 +98,10 @@ def rpa_topology(groups: dict, addresses: dict, postgres_image: str, settings: d
                         "the ha shape keeps the database off the app hosts (they would compete for CPU and "
                         "disk, and fail together). Move them, or set rpa_allow_db_on_app_hosts=true.")
     outside = [h for h in edge if h not in app]
+    if outside and len(app) == 1:
+        problems.append(f"edge host {', '.join(outside)} is not in app, whose one host runs Compose with its ports "
+                        "on its own loopback: nothing outside it can reach them. Put the edge host in app, or "
+                        "add app hosts (several run the stack on Swarm, published for the edge).")
     if outside and not settings.get("edge_upstreams"):
         problems.append(f"edge host {', '.join(outside)} is not in app and rpa_edge_upstreams is empty: Caddy "
                         "would have no application to send requests to. Put it in app, or list the app "
@@ -130,6 +134,12 @@ def rpa_topology(groups: dict, addresses: dict, postgres_image: str, settings: d
                             "swarm mode\", seen with docker.io 26.1). Set docker_live_restore=false for the app and "
                             "swarm_managers hosts: their containers then restart with the engine, and Swarm "
                             "reschedules them.")
+        # playbooks/app_stack.yml deploys the stack from app[0], and the deployer's task updates services
+        # through its own host's engine: both need a manager there.
+        if app and managers and app[0] not in managers:
+            problems.append(f"{app[0]}, the first app host, is not in swarm_managers: the application's stack is "
+                            "deployed from it and its deployer runs on an app host that is a manager. Put "
+                            f"{app[0]} in swarm_managers, or list a manager first in app.")
     return out
 
 
