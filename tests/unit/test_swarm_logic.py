@@ -8,7 +8,8 @@ test playbook, molecule/default/tests/files/swarm_gate.yml). Each holds
 `docker service inspect`, `docker inspect` of the service's tasks and its last log lines, taken the
 moment UpdateStatus.State reached the state in the file's name. swarm_26.1_crashloop.json holds the same
 three for the scale-out stack's first deploy of a deployer whose task could not read its secret file (exit 1,
-restarted for ever, no UpdateStatus), taken by hand while the gate waited.
+restarted for ever, no UpdateStatus), taken by hand while the gate waited, its "Secrets" mounts taken out (the
+secret scan reads their names and ids as literal values).
 """
 
 from __future__ import annotations
