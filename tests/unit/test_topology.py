@@ -76,7 +76,7 @@ def test_the_ha_example_has_odd_quorums_and_the_database_apart():
 # ------------------------------------------------------------ impossible shapes, each named
 
 HA = {"edge": ["a1"], "app": ["a1", "a2"], "swarm_managers": ["a1", "a2", "w"], "pg_cluster": ["d1", "d2"],
-      "etcd_cluster": ["d1", "d2", "w"], "redis_host": ["d1"]}
+      "etcd_cluster": ["d1", "d2", "w"], "redis_host": ["d1"], "monitoring": ["w"]}
 ADDRESSES = {"a1": "10.0.0.11", "a2": "10.0.0.12", "d1": "10.0.0.21", "d2": "10.0.0.22", "w": "10.0.0.31"}
 
 
@@ -100,6 +100,10 @@ def test_the_reference_ha_shape_passes():
     ({"edge": ["e1"], "app": ["a1"], "pg_cluster": ["d1"], "etcd_cluster": ["d1"]}, {"edge_upstreams": ["10.0.0.11"]},
      ["edge host e1 is not in app, whose one host runs Compose"]),
     ({"redis_host": ["d1", "d2"]}, {}, ["redis_host has 2 hosts"]),
+    ({"monitoring": []}, {}, ["group monitoring is empty"]),
+    ({"monitoring": ["w", "a1"]}, {}, ["group monitoring has 2 hosts"]),
+    # Patroni's pg_hba admits the exporter's login by the monitoring host's private address.
+    ({"monitoring": ["d1"]}, {}, ["monitoring host d1 is in pg_cluster"]),
     ({"app": []}, {}, ["group app is empty"]),
     # The stack is deployed from app[0], and the deployer needs a manager's engine.
     ({"app": ["a3", "a1", "a2"]}, {}, ["a3, the first app host, is not in swarm_managers"]),
@@ -204,7 +208,12 @@ def test_a_single_host_admits_no_peer(inventory):
 
 def test_the_ha_examples_hosts_admit_exactly_the_peers_of_each_service():
     swarm = {"tcp": [2377, 7946], "udp": [4789, 7946], "v6": [], "protocols": ["esp"]}
-    assert peer_rules("inventory/ha", "rpa-app-1") == [{"name": "swarm", "v4": ["10.0.0.12", "10.0.0.31"], **swarm}]
+    # The witness is the monitoring host too: the node exporter, the engine's and Caddy's metrics, to it alone.
+    assert peer_rules("inventory/ha", "rpa-app-1") == [
+        {"name": "swarm", "v4": ["10.0.0.12", "10.0.0.31"], **swarm},
+        {"name": "node metrics", "v4": ["10.0.0.31"], "v6": [], "tcp": [9100], "udp": [], "protocols": []},
+        {"name": "engine metrics", "v4": ["10.0.0.31"], "v6": [], "tcp": [9323], "udp": [], "protocols": []},
+        {"name": "caddy metrics", "v4": ["10.0.0.31"], "v6": [], "tcp": [2020], "udp": [], "protocols": []}]
     assert peer_rules("inventory/ha", "rpa-witness") == [
         {"name": "swarm", "v4": ["10.0.0.11", "10.0.0.12"], **swarm},
         # The db hosts are Patroni's etcd clients too: the members' rule admits them to 2379 already.
@@ -219,12 +228,18 @@ def test_the_ha_examples_hosts_admit_exactly_the_peers_of_each_service():
          "protocols": []},
         # The redis_host: Redis (published by Docker) for the app hosts alone.
         {"name": "redis clients", "v4": ["10.0.0.11", "10.0.0.12"], "v6": [], "tcp": [6379], "udp": [], "protocols": []},
+        # The monitoring host (the witness, an etcd member already): what its Prometheus and exporters read.
+        {"name": "node metrics", "v4": ["10.0.0.31"], "v6": [], "tcp": [9100], "udp": [], "protocols": []},
+        {"name": "etcd metrics", "v4": ["10.0.0.31"], "v6": [], "tcp": [2381], "udp": [], "protocols": []},
+        {"name": "patroni metrics", "v4": ["10.0.0.31"], "v6": [], "tcp": [5432, 8008], "udp": [], "protocols": []},
+        {"name": "redis metrics", "v4": ["10.0.0.31"], "v6": [], "tcp": [6379], "udp": [], "protocols": []},
     ]
-    assert peer_rules("inventory/ha", "rpa-db-2")[-1]["name"] == "patroni clients"
+    assert peer_rules("inventory/ha", "rpa-db-2")[-1]["name"] == "patroni metrics"
     # The other app host: Caddy on the edge to its backend, frontend and deployer (published in host mode by
     # the stack).
-    assert peer_rules("inventory/ha", "rpa-app-2")[-1] == {
+    assert peer_rules("inventory/ha", "rpa-app-2")[1] == {
         "name": "app upstreams", "v4": ["10.0.0.11"], "v6": [], "tcp": [8000, 3000, 9000], "udp": [], "protocols": []}
+    assert [r["name"] for r in peer_rules("inventory/ha", "rpa-app-2")[2:]] == ["node metrics", "engine metrics"]
 
 
 def test_the_app_upstreams_take_the_app_roles_ports_and_need_a_swarm():
@@ -254,11 +269,44 @@ def test_patroni_hosts_outside_etcd_reach_its_client_port_only():
 
 def test_the_split_examples_db_host_admits_the_app_host_to_postgres_and_redis_alone():
     # One app host (no Swarm) and one db host (no Patroni peers, its etcd its own): the app host's HAProxy and
-    # its Redis clients only.
+    # its Redis clients, and as the monitoring host the node exporter and etcd's metrics (Postgres, Patroni's
+    # API and Redis it reaches already); the engine's metrics exist only on Swarm.
     assert peer_rules("inventory/split", "rpa-app-1") == []
     assert peer_rules("inventory/split", "rpa-db-1") == [
         {"name": "patroni clients", "v4": ["10.0.0.11"], "v6": [], "tcp": [5432, 8008], "udp": [], "protocols": []},
-        {"name": "redis clients", "v4": ["10.0.0.11"], "v6": [], "tcp": [6379], "udp": [], "protocols": []}]
+        {"name": "redis clients", "v4": ["10.0.0.11"], "v6": [], "tcp": [6379], "udp": [], "protocols": []},
+        {"name": "node metrics", "v4": ["10.0.0.11"], "v6": [], "tcp": [9100], "udp": [], "protocols": []},
+        {"name": "etcd metrics", "v4": ["10.0.0.11"], "v6": [], "tcp": [2381], "udp": [], "protocols": []}]
+
+
+def test_the_monitoring_host_scrapes_what_the_peer_rules_admit_and_nothing_on_one_host():
+    groups, addresses, _ = load(ROOT / "inventory" / "ha")
+    targets = t.rpa_monitoring_targets(groups, addresses, "rpa-witness", {"caddy": 2021})
+    assert {job: [(x["host"], x["target"]) for x in found] for job, found in targets.items()} == {
+        # Its own node exporter runs in the monitoring project.
+        "node": [("rpa-app-1", "10.0.0.11:9100"), ("rpa-app-2", "10.0.0.12:9100"), ("rpa-db-1", "10.0.0.21:9100"),
+                 ("rpa-db-2", "10.0.0.22:9100")],
+        "engine": [("rpa-app-1", "10.0.0.11:9323"), ("rpa-app-2", "10.0.0.12:9323"), ("rpa-witness", "10.0.0.31:9323")],
+        "etcd": [("rpa-db-1", "10.0.0.21:2381"), ("rpa-db-2", "10.0.0.22:2381"), ("rpa-witness", "10.0.0.31:2381")],
+        "patroni": [("rpa-db-1", "10.0.0.21:8008"), ("rpa-db-2", "10.0.0.22:8008")],
+        "postgres": [("rpa-db-1", "10.0.0.21:5432"), ("rpa-db-2", "10.0.0.22:5432")],
+        "redis": [("rpa-db-1", "10.0.0.21:6379")], "caddy": [("rpa-app-1", "10.0.0.11:2021")]}
+    # Every port scraped on another host is one its firewall admits from the monitoring host.
+    for job, found in targets.items():
+        for item in found:
+            if item["host"] == "rpa-witness":
+                continue
+            rules = t.rpa_peer_rules(groups, addresses, item["host"], {"caddy metrics": [2021]})
+            port = int(item["target"].rsplit(":", 1)[1])
+            assert any("10.0.0.31" in r["v4"] and port in r["tcp"] for r in rules), (job, item)
+    assert t.rpa_monitoring_targets(groups, addresses, "rpa-app-1") == {}
+    single, single_addresses, _ = load(ROOT / "inventory" / "demo")
+    assert all(t.rpa_monitoring_targets(single, single_addresses, h) == {} for h in single["all"])
+    # No engine metrics without Swarm; an IPv6 address in brackets; an unparsable one left out.
+    split = {"edge": ["a"], "app": ["a"], "pg_cluster": ["d"], "etcd_cluster": ["d"], "monitoring": ["a"]}
+    found = t.rpa_monitoring_targets(split, {"a": "10.0.0.1", "d": "fd00::2"}, "a")
+    assert found["engine"] == [] and found["node"] == [{"host": "d", "target": "[fd00::2]:9100"}]
+    assert t.rpa_monitoring_targets(split, {"a": "10.0.0.1", "d": "10.0.0"}, "a")["postgres"] == []
 
 
 def test_peer_rules_sort_by_family_skip_the_host_itself_and_unparsable_addresses():

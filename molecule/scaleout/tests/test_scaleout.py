@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from conftest import address, playbook, probe_here, ssh, ssh_argv, ssh_start, vault
+from conftest import address, playbook, probe_here, ssh, ssh_argv, ssh_start, vault, wait_for
 
 PROBE = r"""
 import socket, sys
@@ -63,7 +63,7 @@ def test_every_node_is_labelled_from_its_groups(nodes):
     assert labels == {
         "rpa-so-1": {f"rpa.{g}": "true" for g in ("app", "edge", "swarm_managers", "pg_cluster", "etcd_cluster")},
         "rpa-so-2": {f"rpa.{g}": "true" for g in ("app", "swarm_managers", "pg_cluster", "etcd_cluster")},
-        "rpa-so-3": {f"rpa.{g}": "true" for g in ("swarm_managers", "etcd_cluster", "redis_host", "witness")},
+        "rpa-so-3": {f"rpa.{g}": "true" for g in ("swarm_managers", "etcd_cluster", "redis_host", "monitoring", "witness")},
     }
 
 
@@ -75,14 +75,18 @@ def test_the_firewall_admits_each_peer_service_from_its_peers_only():
                                    f"{so3}:8008", f"{so3}:5432"]) == {
         f"{so1}:2377": "open", f"{so1}:8008": "open", f"{so1}:5432": "open", f"{so3}:2379": "open",
         f"{so3}:2380": "open", f"{so3}:8008": "silent", f"{so3}:5432": "silent"}
-    # The witness is an etcd peer of so-1 but not a Patroni peer.
-    assert probe_from("rpa-so-3", [f"{so1}:2379", f"{so1}:8008", f"{so1}:5432", f"{so1}:7946"]) == {
-        f"{so1}:2379": "open", f"{so1}:8008": "silent", f"{so1}:5432": "silent", f"{so1}:7946": "open"}
+    # The witness is an etcd peer of so-1 and its monitoring host: what its Prometheus scrapes (the node
+    # exporter, etcd's and the engine's metrics, Patroni's API and Postgres, Caddy's metrics) answers it;
+    # to so-2, a Swarm and etcd peer but no monitoring host, the same metrics ports are dropped.
+    metrics = [f"{so1}:9100", f"{so1}:2381", f"{so1}:9323", f"{so1}:2020"]
+    assert probe_from("rpa-so-3", [f"{so1}:2379", f"{so1}:8008", f"{so1}:5432", f"{so1}:7946", *metrics]) == \
+        dict.fromkeys([f"{so1}:2379", f"{so1}:8008", f"{so1}:5432", f"{so1}:7946", *metrics], "open")
+    assert probe_from("rpa-so-2", metrics) == dict.fromkeys(metrics, "silent")
     # From this controller (the bridge's gateway, not a tier host): every peer port is dropped; SSH is not.
     assert {t: probe_here(t) for t in (f"{so1}:2377", f"{so1}:7946", f"{so3}:2379", f"{so3}:2380", f"{so1}:5432",
-                                       f"{so1}:8008", f"{so1}:22")} == {
+                                       f"{so1}:8008", f"{so1}:9100", f"{so1}:2381", f"{so1}:22")} == {
         f"{so1}:2377": "silent", f"{so1}:7946": "silent", f"{so3}:2379": "silent", f"{so3}:2380": "silent",
-        f"{so1}:5432": "silent", f"{so1}:8008": "silent",
+        f"{so1}:5432": "silent", f"{so1}:8008": "silent", f"{so1}:9100": "silent", f"{so1}:2381": "silent",
         f"{so1}:22": "open"}
 
 
@@ -113,6 +117,70 @@ def test_redis_on_the_redis_host_answers_the_app_hosts_alone():
                ).startswith("-WRONGPASS"), "Redis took a wrong password"
     assert probe_from("rpa-so-2", [f"{so3}:6379"]) == {f"{so3}:6379": "open"}
     assert probe_here(f"{so3}:6379") == "silent"
+
+
+PROMETHEUS_QUERY = r"""
+import json, sys, urllib.parse, urllib.request
+out = {}
+for name in sys.argv[1:]:
+    path = name if name.startswith("/") else "/api/v1/query?" + urllib.parse.urlencode({"query": name})
+    with urllib.request.urlopen("http://127.0.0.1:9090" + path, timeout=10) as answer:
+        out[name] = json.load(answer)["data"]
+print(json.dumps(out))
+"""
+
+# What the monitoring host (the witness) scrapes, by job and host: its own node exporter in the monitoring
+# project, Debian's on the others; the Swarm hosts' engines; etcd; Patroni and one Postgres exporter per member;
+# Redis (its own host, through the published private address); Caddy on the edge.
+SCRAPED = {
+    "node": {"rpa-so-1", "rpa-so-2", "rpa-so-3"}, "engine": {"rpa-so-1", "rpa-so-2", "rpa-so-3"},
+    "etcd": {"rpa-so-1", "rpa-so-2", "rpa-so-3"}, "patroni": {"rpa-so-1", "rpa-so-2"},
+    "postgres": {"rpa-so-1", "rpa-so-2"}, "redis": {""}, "caddy": {""}}
+
+
+def prometheus(*queries: str) -> dict:
+    return json.loads(ssh("rpa-so-3", "python3 - " + " ".join(shlex.quote(q) for q in queries), stdin=PROMETHEUS_QUERY))
+
+
+def values(result: dict) -> dict[str, float]:
+    """{host label: value} of an instant vector."""
+    return {r["metric"].get("host", ""): float(r["value"][1]) for r in result["result"]}
+
+
+def test_the_monitoring_host_scrapes_every_host_and_sees_the_cluster_whole():
+    """One Prometheus on the monitoring host: every target of every host is up, and what the cluster alert
+    rules read is there and healthy - one Patroni primary among two members, three etcd members with a
+    leader, three ready Swarm managers, both members' Postgres logged into, Redis, and Caddy's upstreams."""
+    def scraped():
+        active = prometheus("/api/v1/targets?state=active")["/api/v1/targets?state=active"]["activeTargets"]
+        found = {}
+        for target in active:
+            if target["labels"]["job"] in SCRAPED:
+                found.setdefault(target["labels"]["job"], {})[target["labels"].get("host", "")] = target["health"]
+        return found if found == {job: dict.fromkeys(hosts, "up") for job, hosts in SCRAPED.items()} else None
+    try:
+        wait_for(scraped, 60, "every target of the monitoring host up")
+    except AssertionError:
+        active = prometheus("/api/v1/targets?state=active")["/api/v1/targets?state=active"]["activeTargets"]
+        raise AssertionError([(t["labels"]["job"], t["labels"].get("host"), t["health"], t.get("lastError"))
+                              for t in active])
+    found = prometheus("patroni_primary", "patroni_replica", "etcd_server_has_leader",
+                       'swarm_manager_nodes{state="ready"}', "pg_up", "redis_up", "caddy_reverse_proxy_upstreams_healthy",
+                       "/api/v1/rules")
+    assert sorted(values(found["patroni_primary"]).values()) == [0.0, 1.0], found["patroni_primary"]
+    assert sorted(values(found["patroni_replica"]).values()) == [0.0, 1.0], found["patroni_replica"]
+    assert values(found["etcd_server_has_leader"]) == dict.fromkeys(SCRAPED["etcd"], 1.0)
+    # Every manager counts the three ready nodes.
+    assert values(found['swarm_manager_nodes{state="ready"}']) == dict.fromkeys(SCRAPED["engine"], 3.0)
+    assert values(found["pg_up"]) == {"rpa-so-1": 1.0, "rpa-so-2": 1.0}
+    assert [float(r["value"][1]) for r in found["redis_up"]["result"]] == [1.0]
+    upstreams = {r["metric"]["upstream"]: float(r["value"][1]) for r in found["caddy_reverse_proxy_upstreams_healthy"]["result"]}
+    assert {u for u, healthy in upstreams.items() if healthy == 1.0} >= {f"{address(h)}:8000" for h in ("rpa-so-1", "rpa-so-2")}, upstreams
+    # The cluster's rules are loaded, evaluate without error, and none fires.
+    groups = {g["name"]: g["rules"] for g in found["/api/v1/rules"]["groups"]}
+    cluster = {r["name"]: (r["health"], r["state"]) for r in groups["rpa-engine-cluster"]}
+    assert cluster == dict.fromkeys(("PatroniNoLeader", "PatroniTwoPrimaries", "PatroniReplicationLag", "EtcdNoQuorum",
+                                     "SwarmNodeDown", "AppUpstreamDown"), ("ok", "inactive")), cluster
 
 
 def test_bad_swarm_input_is_refused_by_name_before_anything_changes():

@@ -2,7 +2,8 @@
 
 Groups name roles, not hosts (README, "When one server is not enough"): ``edge`` (Caddy, the public
 door), ``app`` (the application services; Swarm workers when more than one), ``swarm_managers``,
-``pg_cluster`` (Patroni + PostgreSQL), ``etcd_cluster`` (Patroni's DCS), ``redis_host``. An inventory
+``pg_cluster`` (Patroni + PostgreSQL), ``etcd_cluster`` (Patroni's DCS), ``redis_host``, ``monitoring``
+(Prometheus, Alertmanager and the dashboards, scraping every tier host). An inventory
 that uses none of them is the single-host shape of today, whatever its host is called, and nothing
 here changes for it.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-TIERS = ("edge", "app", "swarm_managers", "pg_cluster", "etcd_cluster", "redis_host")
+TIERS = ("edge", "app", "swarm_managers", "pg_cluster", "etcd_cluster", "redis_host", "monitoring")
 # postgres:17.2-bookworm, docker.io/library/postgres:17, registry.example.com/pg:16.4@sha256:...
 IMAGE_MAJOR = re.compile(r":(\d+)(?:\.\d+)*(?:-[\w.-]+)?(?:@sha256:[0-9a-f]{64})?$")
 
@@ -85,6 +86,17 @@ def rpa_topology(groups: dict, addresses: dict, postgres_image: str, settings: d
     problems += _odd_quorum("swarm_managers", managers, out["swarm"],
                             "more than one app host runs the app tier on Docker Swarm, whose Raft managers")
     problems += _odd_quorum("etcd_cluster", etcd, out["patroni"], "Patroni keeps its leader lock in etcd, whose members")
+    monitoring = tiers["monitoring"]
+    if not monitoring:
+        problems.append("the inventory uses the tier groups but group monitoring is empty: name the one host that "
+                        "runs Prometheus and Alertmanager for every tier host (the witness in the ha example).")
+    elif len(monitoring) > 1:
+        problems.append(f"group monitoring has {len(monitoring)} hosts ({', '.join(monitoring)}): one Prometheus "
+                        "scrapes every tier host; name one host.")
+    elif monitoring[0] in pg:
+        problems.append(f"monitoring host {monitoring[0]} is in pg_cluster: its exporters would reach the local "
+                        "PostgreSQL from a container address that Patroni's pg_hba does not admit. Put monitoring "
+                        "on a host outside pg_cluster (the witness in the ha example).")
     if len(tiers["redis_host"]) > 1:
         problems.append(f"group redis_host has {len(tiers['redis_host'])} hosts: Redis stays one instance (README, "
                         "\"When one server is not enough\", its single point); name one host.")
@@ -161,6 +173,16 @@ PEER_SERVICES = (
     # the edge; their ports are the app role's (rpa_peer_rules' ports: app_backend_port, app_frontend_port,
     # app_deployer_port).
     ("app upstreams", ("app",), ("edge",), (8000, 3000, 9000), (), ()),
+    # What the monitoring host's Prometheus scrapes (rpa_monitoring_targets): Debian's node exporter on every
+    # other tier host; the engine's metrics (metrics-addr: swarm_manager_nodes) on the Swarm hosts; etcd's
+    # metrics listener; Patroni's REST API (/metrics) and PostgreSQL for the exporter's login per member;
+    # Redis for its exporter; Caddy's metrics listener on the edge (the caddy role's caddy_metrics_port).
+    ("node metrics", TIERS, ("monitoring",), (9100,), (), ()),
+    ("engine metrics", ("app", "swarm_managers"), ("monitoring",), (9323,), (), ()),
+    ("etcd metrics", ("etcd_cluster",), ("monitoring",), (2381,), (), ()),
+    ("patroni metrics", ("pg_cluster",), ("monitoring",), (5432, 8008), (), ()),
+    ("redis metrics", ("redis_host",), ("monitoring",), (6379,), (), ()),
+    ("caddy metrics", ("edge",), ("monitoring",), (2020,), (), ()),
 )
 
 
@@ -183,7 +205,9 @@ def rpa_peer_rules(groups: dict, addresses: dict, host: str, ports: dict | None 
     for name, listeners, clients, tcp, udp, protocols in PEER_SERVICES:
         if host not in {h for g in listeners for h in _members(groups, g)}:
             continue
-        if name == "app upstreams" and len(_members(groups, "app")) < 2:
+        # Both exist only on Swarm (more than one app host): the upstreams published for the edge, and the
+        # engines' metrics-addr (the docker role's docker_metrics_address).
+        if name in ("app upstreams", "engine metrics") and len(_members(groups, "app")) < 2:
             continue
         tcp = tuple(int(p) for p in ports.get(name, tcp))
         peers = {parsed[h] for g in clients for h in _members(groups, g) if h != host and h in parsed} - {own}
@@ -196,6 +220,35 @@ def rpa_peer_rules(groups: dict, addresses: dict, host: str, ports: dict | None 
                           "v6": [str(a) for a in sorted(p for p in peers if p.version == 6)], "tcp": list(tcp),
                           "udp": list(udp), "protocols": list(protocols)})
     return rules
+
+
+def _target(address, port: int) -> str:
+    address = str(address).strip()
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def rpa_monitoring_targets(groups: dict, addresses: dict, host: str, ports: dict | None = None) -> dict:
+    """What the monitoring host's Prometheus scrapes on the other tier hosts (the firewall's ``* metrics`` peer
+    rules admit exactly these): ``{job: [{host, target}]}`` for ``node`` (Debian's node exporter on every tier
+    host but ``host`` itself, whose own runs in the monitoring project), ``engine`` (the Swarm hosts' engines),
+    ``etcd``, ``patroni`` (the REST API's /metrics), ``postgres`` (each member's PostgreSQL, for an exporter of
+    its own), and ``redis`` and ``caddy`` (one each, or none). Empty for the single-host shape, and when ``host``
+    is not the monitoring host. ``ports`` replaces a job's port by name (``{"caddy": 2020}``). Hosts without a
+    parsable address are left out; the shape's preflight refuses them by name."""
+    ports = ports or {}
+    if host not in _members(groups, "monitoring"):
+        return {}
+    tiers = {name: _members(groups, name) for name in TIERS}
+    usable = {h for h, value in addresses.items() if _address(value)}
+    swarm = tiers["app"] + tiers["swarm_managers"] if len(tiers["app"]) >= 2 else []
+    wanted = (("node", [h for name in TIERS for h in tiers[name] if h != host], 9100),
+              ("engine", swarm, 9323), ("etcd", tiers["etcd_cluster"], 2381), ("patroni", tiers["pg_cluster"], 8008),
+              ("postgres", tiers["pg_cluster"], 5432), ("redis", tiers["redis_host"], 6379), ("caddy", tiers["edge"], 2020))
+    out = {}
+    for job, hosts, port in wanted:
+        port = int(ports.get(job, port))
+        out[job] = [{"host": h, "target": _target(addresses[h], port)} for h in dict.fromkeys(hosts) if h in usable]
+    return out
 
 
 def rpa_peer_rules_problems(rules) -> list[str]:
@@ -258,4 +311,5 @@ class FilterModule:
     def filters(self):
         return {"rpa_topology": rpa_topology, "rpa_peer_rules": rpa_peer_rules,
                 "rpa_hosts_in_networks": rpa_hosts_in_networks,
-                "rpa_peer_rules_problems": rpa_peer_rules_problems, "rpa_private_addresses": rpa_private_addresses}
+                "rpa_peer_rules_problems": rpa_peer_rules_problems, "rpa_private_addresses": rpa_private_addresses,
+                "rpa_monitoring_targets": rpa_monitoring_targets}
