@@ -51,6 +51,13 @@ def probe_here(target: str) -> str:
         return "silent"
 
 
+def probe_here_all(*targets: str) -> dict[str, str]:
+    """probe_here of each target, side by side (a dropped port waits out its timeout)."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(len(targets)) as pool:
+        return dict(zip(targets, pool.map(probe_here, targets)))
+
+
 def wait_for(predicate, timeout: float, what: str):
     """predicate()'s first truthy value, polled every second; AssertionError naming what after timeout."""
     deadline = time.monotonic() + timeout

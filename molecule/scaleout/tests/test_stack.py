@@ -14,7 +14,7 @@ import pytest
 
 import yaml
 
-from conftest import ROOT, address, playbook, probe_here, ssh, vault, wait_for
+from conftest import ROOT, address, playbook, probe_here, probe_here_all, ssh, vault, wait_for
 
 STACK = "rpa-engine"
 # Caddy on the edge (rpa-so-1) answers on its 443, published here (molecule.yml).
@@ -92,9 +92,9 @@ def test_flower_runs_once_behind_its_password_and_sees_each_app_hosts_worker():
 
 
 def caddy_upstreams() -> dict[str, float]:
-    """Caddy's view on the edge (its metrics, on the Docker bridge's address there): upstream -> healthy."""
-    out = ssh("rpa-so-1", "curl -fsS http://$(ip -4 -o address show dev docker0 | awk '{print $4}' | cut -d/ -f1)"
-                          ":2020/metrics")
+    """Caddy's view on the edge (its metrics, on the edge's private address, where the monitoring host scrapes
+    them): upstream -> healthy."""
+    out = ssh("rpa-so-1", f"curl -fsS http://{address('rpa-so-1')}:2020/metrics")
     return {m[0]: float(m[1]) for m in re.findall(r'caddy_reverse_proxy_upstreams_healthy\{upstream="([^"]+)"\} (\S+)', out)}
 
 
@@ -119,7 +119,7 @@ def test_caddy_on_the_edge_balances_across_both_app_hosts():
     with zero_downtime.Load(EDGE_HTTPS, 1, ("/api/items", "/")) as load:
         zero_downtime.wait_sent(load, 20, timeout=30)
     assert load.sent >= 20 and load.ok == load.sent, vars(load)
-    probes = {t: probe_here(t) for t in (f"{so2}:8000", f"{so2}:3000", f"{so1}:8000", f"{address(deployer_node)}:9000")}
+    probes = probe_here_all(f"{so2}:8000", f"{so2}:3000", f"{so1}:8000", f"{address(deployer_node)}:9000")
     assert set(probes.values()) == {"silent"}, probes
 
 
