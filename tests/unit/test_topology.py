@@ -147,13 +147,13 @@ def test_the_major_version_comes_from_the_images_tag(image, major):
 
 # ------------------------------------------------------------ the preflight, for real
 
-def preflight(inventory: Path, *extra: str) -> subprocess.CompletedProcess:
+def preflight(inventory: Path, *extra: str, playbook: str = "playbooks/preflight.yml") -> subprocess.CompletedProcess:
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_CACHE_PLUGIN="ansible.builtin.memory")
     env.pop("ANSIBLE_VAULT_IDENTITY_LIST", None)
     # Every host at a loopback port where nothing listens: a run that got past the shape play would fail
     # unreachable there, not in the shape task this asserts.
-    return subprocess.run(["ansible-playbook", "playbooks/preflight.yml", "-i", str(inventory),
+    return subprocess.run(["ansible-playbook", playbook, "-i", str(inventory),
                            "-e", "ansible_host=127.0.0.1", "-e", "ansible_port=9", *extra],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
@@ -164,6 +164,18 @@ def test_preflight_stops_the_ha_example_in_the_shape_play_as_not_yet_provisioned
     assert proc.returncode != 0
     assert f"TASK [{SHAPE_TASK}]" in out and "The inventory has the ha shape" in out and "issue 21" in out, out[-3000:]
     assert "UNREACHABLE" not in out and "Gathering Facts" not in out, out[-3000:]
+
+
+def test_a_rotation_on_several_servers_refuses_what_cannot_rotate_there_before_any_host_is_contacted():
+    """Only the secrets the catalogue marks `cluster` rotate on several servers (Patroni's logins): the others'
+    owners act on one host's Compose project. The request is refused by name, on the controller."""
+    proc = preflight(ROOT / "inventory" / "ha", "-e", '{"rpa_rotate": ["jwt_secret", "patroni_restapi_password"]}',
+                     playbook="playbooks/rotate-secrets.yml")
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0
+    assert '["jwt_secret"] cannot be rotated on several servers yet (issue 21): only ["patroni_replication_password", ' \
+        '"patroni_restapi_password"] can. Nothing was changed' in out, out[-3000:]
+    assert "UNREACHABLE" not in out, out[-3000:]
 
 
 def test_preflight_reads_a_switch_given_as_text_on_the_command_line_as_a_boolean():
