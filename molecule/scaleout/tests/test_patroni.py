@@ -9,12 +9,14 @@ so the failover needs no change in the client."""
 from __future__ import annotations
 
 import json
+import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import VAULT_FILE, address, app_dsn, playbook, ssh, ssh_start, vault, wait_for
+from conftest import VAULT_FILE, address, app_dsn, playbook, ssh, ssh_argv, ssh_start, vault, wait_for
 
 MEMBERS = ("rpa-so-1", "rpa-so-2")
 PATRONICTL = "patronictl -c /etc/patroni/config.yml"
@@ -247,3 +249,54 @@ def test_the_leader_archives_and_backs_up_wherever_it_is(failover):
     # On the replica the unit's condition (the REST API's /primary) skipped the backup: not a failure.
     assert ssh(old, "systemctl show -p Result --value rpa-patroni-backup.service").strip() == "exec-condition"
     assert ssh(new, "systemctl show -p Result --value rpa-patroni-backup.service").strip() == "success"
+
+
+OLD_HOST = "rpa-move-old-postgres"
+
+
+def old_host(*argv: str, stdin: bytes | None = None) -> bytes:
+    proc = subprocess.run(["docker", "exec", "-i", OLD_HOST, *argv], input=stdin, capture_output=True, timeout=120)
+    assert proc.returncode == 0, (argv, proc.stderr.decode(errors="replace")[-2000:])
+    return proc.stdout
+
+
+def test_a_single_hosts_dump_moves_onto_the_leader_and_the_replica_streams_it(tmp_path):
+    """Moving from one host (playbooks/move-to-cluster.yml), after the failover, so the leader is wherever it
+    went. The old server's Postgres is a stand-in: the single-host image on this controller's engine, with no
+    network, holding the application's data as the cluster has it plus rows it took since; its pg_dump -Fc
+    (what rpa-backup writes on one host) replaces the database on the leader with the application's login
+    locked meanwhile. Without move_confirm nothing starts."""
+    login = vault().get("vault_postgres_app_login", "rpa_engine")
+    (leader,) = [n for n, m in members().items() if m["Role"] == "Leader"]
+    (replica,) = [n for n in MEMBERS if n != leader]
+    dump = tmp_path / "rpa_engine-20261203T031500Z.dump"
+    mark = f"taken on one host, run {uuid.uuid4().hex}"
+    refused = playbook("playbooks/move-to-cluster.yml", "-e", f"move_dump={dump}")
+    assert refused.returncode != 0 and "Re-run with -e move_confirm=true" in refused.stdout, refused.stdout[-2000:]
+    subprocess.run(["docker", "rm", "-f", OLD_HOST], capture_output=True)
+    subprocess.run(["docker", "run", "-d", "--name", OLD_HOST, "--network", "none", "-e", f"POSTGRES_USER={login}",
+                    "-e", "POSTGRES_PASSWORD=stand-in-only-0123456789", "-e", "POSTGRES_DB=rpa_engine",
+                    "rpa-testbed/postgres:latest"], check=True, capture_output=True)
+    try:
+        wait_for(lambda: subprocess.run(["docker", "exec", OLD_HOST, "pg_isready", "-U", login, "-d", "rpa_engine"],
+                                        capture_output=True).returncode == 0, 60, "the old server's stand-in")
+        cluster = subprocess.run(ssh_argv(leader, "runuser -u postgres -- pg_dump -Fc rpa_engine"),
+                                 capture_output=True, timeout=120, check=True).stdout
+        old_host("pg_restore", "-U", login, "-d", "rpa_engine", "--no-owner", "--no-privileges", stdin=cluster)
+        # This run's own mark: rows an earlier run moved (the cluster has them then) do not count.
+        old_host("psql", "-U", login, "-d", "rpa_engine", "-v", "ON_ERROR_STOP=1", "-Xqc",
+                 "DROP TABLE IF EXISTS moved_rows; CREATE TABLE moved_rows (id int PRIMARY KEY, note text); "
+                 f"INSERT INTO moved_rows SELECT g, '{mark}' FROM generate_series(1, 500) g")
+        dump.write_bytes(old_host("pg_dump", "-Fc", "-U", login, "rpa_engine"))
+    finally:
+        subprocess.run(["docker", "rm", "-f", OLD_HOST], capture_output=True)
+    proc = playbook("playbooks/move-to-cluster.yml", "-e", "move_confirm=true", "-e", f"move_dump={dump}")
+    out = " ".join(proc.stdout.split())
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert f"{dump.name} restored into rpa_engine on {leader} in" in out, out[-2000:]
+    # The application's login works again, through its endpoint, and reads every moved row; the replica streams them.
+    query = f"SELECT count(*) FROM moved_rows WHERE note = '{mark}'"
+    assert psql_app("rpa-so-1", query).strip() == "500"
+    wait_for(lambda: ssh(replica, f"runuser -u postgres -- psql -d rpa_engine -XAtc {json.dumps(query)}").strip() == "500",
+             15, "the moved rows on the replica")
+    assert ssh(leader, "find /var/tmp -maxdepth 1 -name 'rpa-move-*' | wc -l").strip() == "0"
