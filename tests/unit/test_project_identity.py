@@ -32,7 +32,8 @@ def test_alert_rules_select_the_configured_project():
     env.filters["regex_escape"] = re.escape
     defaults = yaml.safe_load((ROOT / "roles" / "monitoring" / "defaults" / "main.yml").read_text())
     text = env.from_string((ROOT / "roles" / "monitoring" / "templates" / "rules.yml.j2").read_text()).render(
-        dict(defaults, ansible_managed="managed", rpa_project_name="rpa-second"))
+        dict(defaults, ansible_managed="managed", rpa_project_name="rpa-second", __monitoring_cluster={},
+             monitoring_singleton_upstream_ports=[9000]))
     exprs = [rule["expr"] for group in yaml.safe_load(text)["groups"] for rule in group["rules"]]
     selectors = [m for e in exprs for m in re.findall(r'compose_project="([^"]*)"', e)]
     assert selectors and set(selectors) == {"rpa-second"}, selectors
