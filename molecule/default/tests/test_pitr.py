@@ -26,17 +26,23 @@ def archived_through(host) -> str:
     """Switch to a new WAL segment and wait until the one holding everything so far is archived."""
     segment = sql(host, "select pg_walfile_name(pg_switch_wal())", db="postgres")
     try:
-        # Why 90 s: one archive-push is an SFTP session to the off-site host. In CI (three servers and two
-        # test lanes on 2 CPUs) one push of an empty segment once took over 30 s with no failure recorded;
-        # pgBackRest's own io-timeout is 60 s, so this waits out one stalled transfer and its retry.
-        wait_for(lambda: sql(host, "select last_archived_wal from pg_stat_archiver", db="postgres") >= segment, 90,
+        # Why 150 s: one archive-push is an SFTP session to the off-site host, and pgBackRest's io-timeout is
+        # 60 s. The archiver wakes when a segment is ready, and polls on its own every 60 s (PostgreSQL's
+        # PGARCH_AUTOWAKE_INTERVAL). In CI a wait of 90 s once ended with the segment unarchived and the
+        # archiver idle, no push running and none failed: so this waits out one missed wake-up, its poll and
+        # one stalled push. A failure prints what the archiver and its status directory held.
+        wait_for(lambda: sql(host, "select last_archived_wal from pg_stat_archiver", db="postgres") >= segment, 150,
                  f"WAL segment {segment} archived")
     except AssertionError as late:
         # Why: the archiver's own record of its failures (a failing archive-push backs off for up to 60 s),
-        # and whether a push is still running (a stalled transfer rather than a failing one).
+        # whether a push is still running (a stalled transfer rather than a failing one), and whether the
+        # segment was ever marked ready (pg_wal/archive_status) - an archiver never told of it.
         raise AssertionError(f"{late}; pg_stat_archiver: " + sql(
-            host, "select format('archived %s, failed %s times, last %s at %s', last_archived_wal, failed_count, "
-                  "last_failed_wal, last_failed_time) from pg_stat_archiver", db="postgres")
+            host, "select format('archived %s, failed %s times, last %s at %s; now writing %s', last_archived_wal, "
+                  "failed_count, last_failed_wal, last_failed_time, pg_walfile_name(pg_current_wal_lsn())) "
+                  "from pg_stat_archiver", db="postgres")
+            + "; archive_status: " + host.run(f"docker exec {cname('postgres')} ls -l "
+                                              "/var/lib/postgresql/data/pg_wal/archive_status").stdout[-800:]
             + "; running: " + host.run(f"docker exec {cname('postgres')} ps -eo etimes,args").stdout[-1500:]) from None
     return segment
 

@@ -161,21 +161,27 @@ def test_the_deployer_rolls_the_backend_through_caddy_under_load_and_no_request_
     assert load.sent >= 1000 and load.errors == 0 and load.non_2xx == 0, (load.sent, load.errors, load.codes)
 
 
-# How long the test keeps rpa-so-2's application frozen: longer than a request may wait on a hung upstream
-# (caddy_response_header_timeout, 10 s with several app hosts), shorter than Docker's health check needs to
-# call the frozen task unhealthy (3 x app_healthcheck_interval: 3 x 20 s in the test bed, 3 x 10 s by default),
+# How long the test keeps rpa-so-2's application frozen, at least: longer than a request may wait on a hung
+# upstream (caddy_response_header_timeout, 10 s with several app hosts), shorter than Docker's health check needs
+# to call the frozen task unhealthy (3 x app_healthcheck_interval: 3 x 20 s in the test bed, 3 x 10 s by default),
 # after which Swarm would replace it.
 PAUSED_FOR = 25
 # The longest a request may take meanwhile: one wait on the hung upstream, then its retry on the other.
 SLOWEST_ALLOWED = 16
+# While the host hangs, the clients keep at least this share of the rate they had before. Reckoned: a client
+# whose request is caught on the hung host loses one response-header timeout (10 s) of its 25, about once
+# before the active checks drop it, so about half the rate is kept. Caddy waiting on the hung host instead
+# stops both clients until it is back (17 requests in 25 s when made to fail once that way).
+RATE_KEPT = 0.2
 
 
 def test_a_hung_app_host_is_dropped_and_no_request_fails_or_waits_for_it():
     """rpa-so-2's backend and frontend frozen (docker pause: their ports still accept connections, nothing
     answers), the way a hung host looks to Caddy, while two clients send requests through Caddy: its active
     checks drop both upstreams within seconds; a request that was sent there waits at most
-    caddy_response_header_timeout and is sent again to rpa-so-1 (a GET); none fails, and none waits for the
-    host to come back. Unfrozen, the host is a healthy upstream again."""
+    caddy_response_header_timeout and is sent again to rpa-so-1 (a GET); none fails, none waits for the
+    host to come back, and the clients keep a share of their rate. Unfrozen, the host is a healthy upstream
+    again."""
     so2 = address("rpa-so-2")
     hung = {f"{so2}:8000", f"{so2}:3000"}
     tasks = [ssh("rpa-so-2", f"docker ps --quiet --filter label=com.docker.swarm.service.name={STACK}_{name}").strip()
@@ -189,16 +195,29 @@ def test_a_hung_app_host_is_dropped_and_no_request_fails_or_waits_for_it():
         try:
             wait_for(lambda: all(caddy_upstreams().get(u) == 0.0 for u in hung), 20, "Caddy dropped rpa-so-2")
             dropped_in = time.time() - paused_at
-            while time.time() - paused_at < PAUSED_FOR:
+            # Why the longer of the two: a request that waited for the host to come back takes at least from
+            # the drop to the unfreezing, which must then exceed SLOWEST_ALLOWED however slow the drop was
+            # (under load), or the test could not fail that way.
+            frozen_for = max(PAUSED_FOR, dropped_in + SLOWEST_ALLOWED + 2)
+            while time.time() - paused_at < frozen_for:
                 time.sleep(0.5)
-            sent_while_paused = sum(1 for ended, _, _ in load.samples if ended > paused_at)
+            unpaused_at = time.time()
         finally:
             ssh("rpa-so-2", "docker unpause " + " ".join(tasks))
         wait_for(lambda: all(caddy_upstreams().get(u) == 1.0 for u in hung), 60, "rpa-so-2 a healthy upstream again")
-    slowest = max(taken for ended, taken, _ in load.samples if ended > paused_at)
-    assert load.errors == 0 and load.non_2xx == 0, (load.sent, load.errors, load.codes)
-    assert sent_while_paused >= 200, sent_while_paused
-    assert slowest <= SLOWEST_ALLOWED, (slowest, dropped_in)
+    samples = list(load.samples)
+    began = min(ended - taken for ended, taken, _ in samples)
+    rate_before = sum(1 for ended, _, _ in samples if ended <= paused_at) / (paused_at - began)
+    rate_paused = sum(1 for ended, _, _ in samples if paused_at < ended <= unpaused_at) / (unpaused_at - paused_at)
+    slow = sorted((round(taken, 1), round(ended - taken - paused_at, 1)) for ended, taken, _ in samples
+                  if ended > paused_at and taken > 2)[-8:]
+    figures = {"sent": load.sent, "errors": load.errors, "codes": load.codes, "dropped in": round(dropped_in, 1),
+               "frozen for": round(unpaused_at - paused_at, 1), "rate before": round(rate_before, 1),
+               "rate while frozen": round(rate_paused, 1), "slowest (taken s, sent s after the freeze)": slow}
+    print(figures)  # README, "When one server is not enough": what a hung host costs
+    assert load.errors == 0 and load.non_2xx == 0, figures
+    assert rate_paused >= RATE_KEPT * rate_before, figures
+    assert max(taken for ended, taken, _ in samples if ended > paused_at) <= SLOWEST_ALLOWED, figures
 
 
 def test_no_secret_value_is_in_a_service_or_a_container_definition(services):
