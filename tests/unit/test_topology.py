@@ -12,6 +12,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import jinja2
 import pytest
 import yaml
 from ansible.inventory.manager import InventoryManager
@@ -407,3 +408,28 @@ def test_private_addresses_map_each_host_to_its_address_or_nothing():
     # As given (the checks that own the values trim and name them); unset is ''.
     assert t.rpa_private_addresses(["a", "b", "c"], hostvars) == {"a": "10.0.0.1", "b": "", "c": " fd00::3 "}
     assert t.rpa_private_addresses(["b"], hostvars) == {"b": ""} and t.rpa_private_addresses([], hostvars) == {}
+
+
+def test_hostport_brackets_ipv6_and_every_role_writes_its_addresses_through_it():
+    assert t.rpa_hostport("10.0.0.5", 2379) == "10.0.0.5:2379"
+    assert t.rpa_hostport(" fd00::5 ", "2379") == "[fd00::5]:2379"
+    assert t.rpa_hostport("fd00::5") == "[fd00::5]" and t.rpa_hostport("10.0.0.5") == "10.0.0.5"
+    assert t.rpa_hostport("", 9100) == ":9100"
+    # The role vars that used to bracket by hand, rendered as Ansible would, for each family.
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    env.filters["rpa.engine.rpa_hostport"] = t.rpa_hostport
+    role_vars = {role: yaml.safe_load((ROOT / "roles" / role / "vars" / "main.yml").read_text())
+                 for role in ("swarm", "etcd", "patroni", "monitoring")}
+    for a, host in (("10.0.0.5", "10.0.0.5"), ("fd00::5", "[fd00::5]")):
+        hostvars = {"m1": {"rpa_private_address": a}, "m2": {"etcd_listen_address": "10.0.0.6"}}
+        context = {"swarm_advertise_address": a, "etcd_listen_address": a, "patroni_listen_address": a,
+                   "rpa_private_address": a, "monitoring_node_exporter_port": 9100, "hostvars": hostvars,
+                   "groups": {"etcd_cluster": ["m1", "m2"]}, "__etcd_members": ["m1", "m2"]}
+        rendered = {name: env.from_string(role_vars[role][name]).render(context) for role, name in (
+            ("swarm", "__swarm_listen"), ("etcd", "__etcd_host"), ("etcd", "__etcd_initial_cluster"),
+            ("patroni", "__patroni_host"), ("patroni", "__patroni_etcd_hosts"),
+            ("monitoring", "__monitoring_agent_listen"))}
+        assert rendered == {"__swarm_listen": f"{host}:2377", "__etcd_host": host,
+                            "__etcd_initial_cluster": f"m1=http://{host}:2380,m2=http://10.0.0.6:2380",
+                            "__patroni_host": host, "__patroni_etcd_hosts": str([f"{host}:2379", "10.0.0.6:2379"]),
+                            "__monitoring_agent_listen": f"{host}:9100"}, rendered

@@ -222,9 +222,13 @@ def rpa_peer_rules(groups: dict, addresses: dict, host: str, ports: dict | None 
     return rules
 
 
-def _target(address, port: int) -> str:
-    address = str(address).strip()
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+def rpa_hostport(address, port=None) -> str:
+    """``address:port`` as URLs, Prometheus, dockerd and etcd write it: an IPv6 address in brackets. Without a
+    port, the host part alone (``[fd00::1]``), for a template that adds its own. The address is not checked
+    (the preflights that own it do that); surrounding blanks are dropped."""
+    address = str(address if address is not None else "").strip()
+    host = f"[{address}]" if ":" in address else address
+    return host if port in (None, "") else f"{host}:{int(port)}"
 
 
 def rpa_monitoring_targets(groups: dict, addresses: dict, host: str, ports: dict | None = None) -> dict:
@@ -247,7 +251,7 @@ def rpa_monitoring_targets(groups: dict, addresses: dict, host: str, ports: dict
     out = {}
     for job, hosts, port in wanted:
         port = int(ports.get(job, port))
-        out[job] = [{"host": h, "target": _target(addresses[h], port)} for h in dict.fromkeys(hosts) if h in usable]
+        out[job] = [{"host": h, "target": rpa_hostport(addresses[h], port)} for h in dict.fromkeys(hosts) if h in usable]
     return out
 
 
@@ -312,4 +316,4 @@ class FilterModule:
         return {"rpa_topology": rpa_topology, "rpa_peer_rules": rpa_peer_rules,
                 "rpa_hosts_in_networks": rpa_hosts_in_networks,
                 "rpa_peer_rules_problems": rpa_peer_rules_problems, "rpa_private_addresses": rpa_private_addresses,
-                "rpa_monitoring_targets": rpa_monitoring_targets}
+                "rpa_monitoring_targets": rpa_monitoring_targets, "rpa_hostport": rpa_hostport}
