@@ -23,15 +23,18 @@ def offsite(*argv: str) -> str:
 
 
 def archived_through(host) -> str:
-    """Switch to a new WAL segment and wait until the one holding everything so far is archived."""
-    segment = sql(host, "select pg_walfile_name(pg_switch_wal())", db="postgres")
+    """Switch to a new WAL segment and wait until the one holding everything so far is archived.
+
+    The segment is read before the switch (the write position, past every commit so far): archive_timeout
+    may switch it out first, and pg_switch_wal() then has nothing to switch and names the new, empty
+    segment, which an idle server never archives - what a CI run waited 150 s for."""
+    segment = sql(host, "select pg_walfile_name(pg_current_wal_lsn())", db="postgres")
+    sql(host, "select pg_switch_wal()", db="postgres")
     try:
-        # Why 150 s: one archive-push is an SFTP session to the off-site host, and pgBackRest's io-timeout is
-        # 60 s. The archiver wakes when a segment is ready, and polls on its own every 60 s (PostgreSQL's
-        # PGARCH_AUTOWAKE_INTERVAL). In CI a wait of 90 s once ended with the segment unarchived and the
-        # archiver idle, no push running and none failed: so this waits out one missed wake-up, its poll and
-        # one stalled push. A failure prints what the archiver and its status directory held.
-        wait_for(lambda: sql(host, "select last_archived_wal from pg_stat_archiver", db="postgres") >= segment, 150,
+        # Why 90 s: one archive-push is an SFTP session to the off-site host, and pgBackRest's io-timeout is
+        # 60 s; the restore's own wait (roles/postgres/tasks/pitr_restore.yml) is as long. A failure prints
+        # what the archiver and its status directory held.
+        wait_for(lambda: sql(host, "select last_archived_wal from pg_stat_archiver", db="postgres") >= segment, 90,
                  f"WAL segment {segment} archived")
     except AssertionError as late:
         # Why: the archiver's own record of its failures (a failing archive-push backs off for up to 60 s),
