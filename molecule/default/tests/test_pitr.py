@@ -25,10 +25,11 @@ def offsite(*argv: str) -> str:
 def archived_through(host) -> str:
     """Switch to a new WAL segment and wait until the one holding everything so far is archived.
 
-    The segment is read before the switch (the write position, past every commit so far): archive_timeout
+    The segment is the one holding the last byte written so far, read before the switch: archive_timeout
     may switch it out first, and pg_switch_wal() then has nothing to switch and names the new, empty
-    segment, which an idle server never archives - what a CI run waited 150 s for."""
-    segment = sql(host, "select pg_walfile_name(pg_current_wal_lsn())", db="postgres")
+    segment, which an idle server never archives - what a CI run waited 150 s for. (The write position
+    itself then sits on the new segment's first byte, hence the - 1.)"""
+    segment = sql(host, "select pg_walfile_name(pg_current_wal_lsn() - 1)", db="postgres")
     sql(host, "select pg_switch_wal()", db="postgres")
     try:
         # Why 90 s: one archive-push is an SFTP session to the off-site host, and pgBackRest's io-timeout is
