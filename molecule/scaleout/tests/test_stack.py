@@ -158,7 +158,11 @@ def test_the_deployer_rolls_the_backend_through_caddy_under_load_and_no_request_
     # Swarm's own word on the update (the CLI's exit code says nothing of a rollback), as the deployer read it.
     assert (status, answer.get("state"), answer.get("service")) == (200, "completed", f"{STACK}_backend"), answer
     assert len(after) == 2 and not before & after, (before, after)
-    assert load.sent >= 1000 and load.errors == 0 and load.non_2xx == 0, (load.sent, load.errors, load.codes)
+    # A failure names each non-2xx answer (when, which path, its body) and the backend's last log lines.
+    assert load.sent >= 1000 and load.errors == 0 and load.non_2xx == 0, (
+        load.sent, load.errors, load.codes, load.failures,
+        "" if not load.failures else ssh("rpa-so-1", f"docker service logs --timestamps --since 10m {STACK}_backend "
+                                                     "2>&1 | tail -n 60"))
 
 
 # How long the test keeps rpa-so-2's application frozen, at least: longer than a request may wait on a hung
