@@ -13,7 +13,7 @@ Why the loading: Ansible forks a worker process for every task on every
 host, and a worker that finds a plugin loader's cache empty fills it again -
 its filters and tests when it compiles the task's first template - only to
 throw it away when it exits. Loaded before the forks, every worker inherits
-them. Measured on a converged demo server (README, "Test budget"): a tag run
+them. Measured on a converged demo server (README, "Mitogen"): a tag run
 that does only the preflight costs the controller about 40% less CPU (9.2 to
 5.6 CPU-s), a full idempotent site.yml about 8% less; the tasks and their
 results are the same.
