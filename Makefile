@@ -66,8 +66,13 @@ $(VENV)/.installed: requirements.txt
 
 # `sink`: the alert receiver (SMTP, HTTPS webhook) the servers' Alertmanager delivers to.
 # `registry`: the image registry the app role pulls from; `offsite`: the SFTP host of pgBackRest's repository.
+# $(TESTBED_PREREQS_DONE) says the packages are in (`make test` starts lint and the unit tests then).
+TESTBED_PREREQS_DONE := $(REPORTS)/testbed-prereqs.done
 testbed:
-	$(TIMED) "testbed: engine, images" -- sh -c '$(TESTBED) prereqs && $(TESTBED) engine && \
+	mkdir -p $(REPORTS)
+	$(TIMED) "testbed: packages" -- $(TESTBED) prereqs
+	touch $(TESTBED_PREREQS_DONE)
+	$(TIMED) "testbed: engine, images" -- sh -c '$(TESTBED) engine && \
 	  $(TESTBED) images && $(TESTBED) save-images && $(TESTBED) sink && $(TESTBED) registry && $(TESTBED) offsite'
 
 demo: venv testbed demo-vault
@@ -169,36 +174,51 @@ budget-start:
 	rm -f $(RPA_PHASES) $(REPORTS)/*.xml $(CHECKS_LOG) $(SCALEOUT_LOG)
 	date +%s > $(REPORTS)/started
 
-# Lint and the unit tests (CPU, about 1.5 min) run beside Molecule's create, converge and idempotence (mostly
-# waiting on apt, image loads and health checks), never beside verify, whose load and timing tests
-# want the machine to themselves. Their output follows the converge's; either failing stops the run
-# before verify, as it did when they ran first. The scale-out scenario (mostly waiting on apt, etcd and
-# Patroni's lock) starts with them under nice and may still be in its own verify when the default verify
-# starts: niced, it gets a tenth of a contended CPU. Its output follows the default verify's, and its
-# failure fails the run. The budget table's total is the wall time.
+# Lint and the unit tests (CPU, about 3 min) start as soon as the venv and the test bed's packages are in:
+# the test bed's image builds (debootstrap, then apt in one build container after another) use one CPU of
+# two, and what lint takes there it no longer takes from the converges. They never run beside verify, whose
+# load and timing tests want the machine to themselves: their output follows the converge's, and either
+# failing stops the run before verify, as it did when they ran first. The scale-out scenario (mostly waiting
+# on apt, etcd and Patroni's lock) starts with Molecule's create under nice and may still be in its own verify
+# when the default verify starts: niced, it gets a tenth of a contended CPU. Its output follows the default
+# verify's, and its failure fails the run. The budget table's total is the wall time.
 CHECKS_LOG := $(REPORTS)/lint-unit.log
 SCALEOUT_LOG := $(REPORTS)/scaleout.log
 TESTBED_LOG := $(REPORTS)/testbed.log
 # The test bed (engine, images, service containers) is readied beside the venv's pip install; only one
-# of them may use apt at a time, so python3-venv comes first.
-test-prereqs:
-	@python3 -c 'import ensurepip' 2>/dev/null || { apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; }
-	@venv_rc=0; bed_rc=0; \
-	$(MAKE) --no-print-directory testbed > $(TESTBED_LOG) 2>&1 & bed=$$!; \
-	$(MAKE) --no-print-directory venv || venv_rc=$$?; \
-	wait $$bed || bed_rc=$$?; \
-	echo "---- test bed (exit $$bed_rc) ----"; cat $(TESTBED_LOG); echo "----"; \
-	exit $$(( venv_rc || bed_rc ))
+# of them may use apt at a time, so python3-venv comes first. With EARLY_CHECKS (`make test`), once the venv
+# and the test bed's packages (zstd, openssl: the unit tests use them) are in, `make lint unit` starts in the
+# background ($$checks, its output in $(CHECKS_LOG)); the recipe that expands this waits for it.
+define PREREQS
+python3 -c 'import ensurepip' 2>/dev/null || { apt-get update -qq && \
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; }; \
+venv_rc=0; bed_rc=0; checks=; rm -f $(TESTBED_PREREQS_DONE); \
+$(MAKE) --no-print-directory testbed > $(TESTBED_LOG) 2>&1 & bed=$$!; \
+$(MAKE) --no-print-directory venv || venv_rc=$$?; \
+if [ -n "$(EARLY_CHECKS)" ] && [ $$venv_rc -eq 0 ]; then \
+  $(MAKE) --no-print-directory demo-vault && python3 tools/demo_vault.py --molecule || venv_rc=$$?; \
+  while [ ! -f $(TESTBED_PREREQS_DONE) ] && kill -0 $$bed 2>/dev/null; do sleep 1; done; \
+  if [ $$venv_rc -eq 0 ] && [ -f $(TESTBED_PREREQS_DONE) ]; then \
+    $(MAKE) --no-print-directory lint unit > $(CHECKS_LOG) 2>&1 & checks=$$!; fi; \
+fi; \
+wait $$bed || bed_rc=$$?; \
+echo "---- test bed (exit $$bed_rc) ----"; cat $(TESTBED_LOG); echo "----"
+endef
 
-test: budget-start test-prereqs demo-vault
+test-prereqs:
+	@$(PREREQS); exit $$(( venv_rc || bed_rc ))
+
+test: EARLY_CHECKS := 1
+test: budget-start
 	@checks_rc=0; converge_rc=0; verify_rc=0; scaleout_rc=0; \
-	echo "make test: lint, unit tests and the scale-out scenario run beside Molecule's create, converge and idempotence (output below, after it)"; \
-	python3 tools/demo_vault.py --molecule; \
-	$(MAKE) --no-print-directory lint unit > $(CHECKS_LOG) 2>&1 & checks=$$!; \
+	echo "make test: lint and the unit tests run beside the test bed's image builds and Molecule's converge, the scale-out scenario beside Molecule's (their output below, after the converge)"; \
+	$(PREREQS); \
+	if [ $$(( venv_rc || bed_rc )) -ne 0 ]; then \
+	  if [ -n "$$checks" ]; then wait $$checks; fi; exit 1; fi; \
+	if [ -z "$$checks" ]; then echo "make test: lint and unit tests did not start" > $(CHECKS_LOG); checks_rc=1; fi; \
 	nice -n 10 $(MAKE) --no-print-directory molecule-scaleout RPA_TESTBED_READY=1 > $(SCALEOUT_LOG) 2>&1 & scaleout=$$!; \
 	$(MAKE) --no-print-directory molecule-converge RPA_TESTBED_READY=1 || converge_rc=$$?; \
-	wait $$checks || checks_rc=$$?; \
+	if [ -n "$$checks" ]; then wait $$checks || checks_rc=$$?; fi; \
 	echo "---- lint and unit tests (exit $$checks_rc) ----"; cat $(CHECKS_LOG); echo "----"; \
 	if [ $$checks_rc -eq 0 ] && [ $$converge_rc -eq 0 ]; then \
 	  $(MAKE) --no-print-directory molecule-verify RPA_TESTBED_READY=1 || verify_rc=$$?; \

@@ -18,12 +18,24 @@ that does only the preflight costs the controller about 40% less CPU (9.2 to
 5.6 CPU-s), a full idempotent site.yml about 8% less; the tasks and their
 results are the same.
 
+It also lists the installed collections once. Mitogen's planner lists them
+(ansible.collections.list.list_collection_dirs) for every collection module
+a worker runs, and the listing imports every collection package and parses
+its meta/runtime.yml: with the `ansible` package's ninety collections that
+was 89 YAML files, about 0.1 CPU-s, in each such worker - 5 of a full
+idempotent site.yml's 28 worker CPU-s in a profile. The list cannot change
+during a run; the main process makes it once and every worker uses it. That
+run's controller CPU went from 22.8 to 18.2 s (user+sys, the mean of two runs
+each on the converged demo), its wall time from 29.4 to 24.9 s.
+
 The stock strategy comes back with ANSIBLE_STRATEGY=linear (README,
 "Mitogen"); everything works with either.
 """
 
 from __future__ import annotations
 
+import ansible.collections.list
+import ansible_mitogen.planner
 from ansible.plugins.loader import action_loader, filter_loader, lookup_loader, test_loader
 from ansible_mitogen.plugins.strategy.mitogen_linear import StrategyModule as _MitogenLinear
 
@@ -31,7 +43,7 @@ _LOADED = []
 
 
 def load_plugins_once() -> None:
-    """Every filter, test, action and lookup plugin in this (the main) process, once per run."""
+    """Every filter, test, action and lookup plugin, and the list of collections, in this (the main) process, once per run."""
     if _LOADED:
         return
     for loader in (filter_loader, test_loader):
@@ -40,6 +52,13 @@ def load_plugins_once() -> None:
     for loader in (action_loader, lookup_loader):
         for _plugin in loader.all(class_only=True):
             pass
+    collection_dirs = frozenset(path.decode("utf-8") for path in ansible.collections.list.list_collection_dirs())
+
+    def load_collections(invocation) -> None:
+        # What ansible_mitogen.planner._load_collections adds, from the list made above.
+        invocation._extra_sys_paths.update(collection_dirs)
+
+    ansible_mitogen.planner._load_collections = load_collections
     _LOADED.append(True)
 
 
