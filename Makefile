@@ -188,13 +188,15 @@ TESTBED_LOG := $(REPORTS)/testbed.log
 # The test bed (engine, images, service containers) is readied beside the venv's pip install; only one
 # of them may use apt at a time, so python3-venv comes first. With EARLY_CHECKS (`make test`), once the venv
 # and the test bed's packages (zstd, openssl: the unit tests use them) are in, `make lint unit` starts in the
-# background ($$checks, its output in $(CHECKS_LOG)); the recipe that expands this waits for it.
+# background ($$checks, its output in $(CHECKS_LOG)); the recipe that expands this waits for it. `hash -r`: this
+# shell looked python3 up before the venv existed, and would keep running the system's.
 define PREREQS
 python3 -c 'import ensurepip' 2>/dev/null || { apt-get update -qq && \
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; }; \
 venv_rc=0; bed_rc=0; checks=; rm -f $(TESTBED_PREREQS_DONE); \
 $(MAKE) --no-print-directory testbed > $(TESTBED_LOG) 2>&1 & bed=$$!; \
 $(MAKE) --no-print-directory venv || venv_rc=$$?; \
+hash -r; \
 if [ -n "$(EARLY_CHECKS)" ] && [ $$venv_rc -eq 0 ]; then \
   $(MAKE) --no-print-directory demo-vault && python3 tools/demo_vault.py --molecule || venv_rc=$$?; \
   while [ ! -f $(TESTBED_PREREQS_DONE) ] && kill -0 $$bed 2>/dev/null; do sleep 1; done; \
