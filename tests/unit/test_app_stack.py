@@ -3,6 +3,7 @@ first app host, rendered on the controller (tests/unit/files/app_stack.yml; no h
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -35,6 +36,8 @@ def rendered() -> dict:
     data, _ = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("{"):])
     [result] = [task["hosts"]["rpa-app-1"]["msg"] for task in data["plays"][0]["tasks"]
                 if task["task"]["name"] == "Print the file and the secrets' names."]
+    [result["accept_both"]] = [task["hosts"]["rpa-app-1"]["msg"] for task in data["plays"][0]["tasks"]
+                               if task["task"]["name"] == "Print the intermediate deploy's secrets' names."]
     return result
 
 
@@ -67,6 +70,24 @@ def test_every_value_a_service_reads_is_a_secret_file_of_its_variable(rendered):
     # Each file belongs to its service's user (the deployer's is root, which without capabilities reads no other's).
     assert all(s["mode"] == 0o400 and s["uid"] == s["gid"] == ("0" if name == "deployer" else "10001")
                for name, spec in services.items() for s in spec["secrets"])
+
+
+def secret_name(variable: str, value: str) -> str:
+    return f"rpa-engine_{variable.lower()}_" + hashlib.sha256(f"{variable}:{value}".encode()).hexdigest()[:12]
+
+
+def test_a_new_jwt_key_is_accepted_everywhere_before_any_task_signs_with_it(rendered):
+    """stack_deploy.yml's intermediate deploy signs with the previous key - the very Swarm secret the tasks
+    read before the rotation, which is how the role tells that they sign with it - and accepts the new one
+    beside it; then the stack's own deploy swaps the two. Nothing else moves in between."""
+    new, previous = SECRETS["vault_jwt_secret"], SECRETS["app_jwt_secret_previous"]
+    final, between = rendered["secrets"], rendered["accept_both"]
+    assert between["JWT_SECRET"] == secret_name("JWT_SECRET", previous)
+    assert between["JWT_SECRET_PREVIOUS"] == secret_name("JWT_SECRET_PREVIOUS", new)
+    assert final["JWT_SECRET"] == secret_name("JWT_SECRET", new)
+    assert final["JWT_SECRET_PREVIOUS"] == secret_name("JWT_SECRET_PREVIOUS", previous)
+    assert {k: v for k, v in between.items() if not k.startswith("JWT_")} == \
+        {k: v for k, v in final.items() if not k.startswith("JWT_")}
 
 
 def test_one_task_per_app_host_and_a_single_beat_and_flower_stopped_before_their_replacement(rendered):

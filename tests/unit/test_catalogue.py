@@ -39,7 +39,8 @@ def broken(name: str, **changes) -> dict:
     (broken("flower_password", vault_key="flower"), "must start with vault_"),
     (broken("flower_password", length=8), "length must be 16..256"),
     (broken("redis_password", consumers={"redis": "x"}), "consumers must map roles other than the owner"),
-    (broken("redis_password", cluster="yes"), "printable, demo and cluster are true or false"),
+    (broken("redis_password", demo="yes"), "printable and demo are true or false"),
+    (broken("redis_password", cluster="yes"), "cluster is true, false or swarm"),
     ({"secrets": {}}, "non-empty mapping"),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_a_broken_entry_is_named(catalogue, problem):
@@ -47,11 +48,15 @@ def test_a_broken_entry_is_named(catalogue, problem):
     assert any(problem in p for p in found), found
 
 
-def test_only_patronis_logins_rotate_on_several_servers():
-    """rotate-secrets.yml refuses the rest there (test_topology): their owners act on one host's Compose project."""
-    assert sorted(n for n, e in CATALOGUE["secrets"].items() if e.get("cluster")) == \
-        ["patroni_replication_password", "patroni_restapi_password"]
-    assert all(e["owner"] == "patroni" and not e["consumers"] for e in CATALOGUE["secrets"].values() if e.get("cluster"))
+def test_only_patronis_logins_and_the_apps_own_secrets_rotate_on_several_servers():
+    """rotate-secrets.yml refuses the rest there (test_topology): their owners act on one host's Compose project.
+    The application's own secrets (`swarm`) have no consumers: its owner alone redeploys the stack with them."""
+    cluster = {n: e["cluster"] for n, e in CATALOGUE["secrets"].items() if e.get("cluster")}
+    swarm = ["deploy_token", "flower_password", "jwt_secret"]
+    assert cluster == {"patroni_replication_password": True, "patroni_restapi_password": True} | dict.fromkeys(swarm, "swarm")
+    for name in cluster:
+        entry = CATALOGUE["secrets"][name]
+        assert entry["owner"] == ("patroni" if cluster[name] is True else "app") and not entry["consumers"], name
 
 
 def test_vault_example_names_every_secret_with_a_placeholder():

@@ -8,6 +8,7 @@ stop in the shape play, on the controller, without needing a host.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -168,15 +169,21 @@ def test_preflight_stops_the_ha_example_in_the_shape_play_as_not_yet_provisioned
 
 
 def test_a_rotation_on_several_servers_refuses_what_cannot_rotate_there_before_any_host_is_contacted():
-    """Only the secrets the catalogue marks `cluster` rotate on several servers (Patroni's logins): the others'
-    owners act on one host's Compose project. The request is refused by name, on the controller."""
-    proc = preflight(ROOT / "inventory" / "ha", "-e", '{"rpa_rotate": ["jwt_secret", "patroni_restapi_password"]}',
-                     playbook="playbooks/rotate-secrets.yml")
-    out = " ".join((proc.stdout + proc.stderr).split())
-    assert proc.returncode != 0
-    assert '["jwt_secret"] cannot be rotated on several servers yet (issue 21): only ["patroni_replication_password", ' \
-        '"patroni_restapi_password"] can. Nothing was changed' in out, out[-3000:]
-    assert "UNREACHABLE" not in out, out[-3000:]
+    """On several servers only the secrets the catalogue marks `cluster` rotate: Patroni's logins on every shape,
+    the application's own three (`swarm`) where it runs as a Swarm stack (ha), not on the split shape's one
+    Compose app host. The rest's owners act on one host's Compose project. Refused by name, on the controller."""
+    patroni = '"patroni_replication_password", "patroni_restapi_password"'
+    for shape, ask, refused, allowed in (
+            ("ha", ["redis_password", "jwt_secret", "patroni_restapi_password"], '["redis_password"]',
+             f'["deploy_token", "flower_password", "jwt_secret", {patroni}]'),
+            ("split", ["jwt_secret", "patroni_restapi_password"], '["jwt_secret"]', f"[{patroni}]")):
+        proc = preflight(ROOT / "inventory" / shape, "-e", json.dumps({"rpa_rotate": ask}),
+                         playbook="playbooks/rotate-secrets.yml")
+        out = " ".join((proc.stdout + proc.stderr).split())
+        assert proc.returncode != 0
+        assert f"{refused} cannot be rotated on the {shape} shape yet (issue 21): only {allowed} can. " \
+            "Nothing was changed" in out, (shape, out[-3000:])
+        assert "UNREACHABLE" not in out, out[-3000:]
 
 
 def test_preflight_reads_a_switch_given_as_text_on_the_command_line_as_a_boolean():

@@ -4,10 +4,12 @@ Runs after test_patroni's failover and test_scaleout's check mode (which found t
 
 from __future__ import annotations
 
+import http.client
 import importlib.machinery
 import importlib.util
 import json
 import re
+import threading
 import time
 
 import pytest
@@ -20,6 +22,11 @@ STACK = "rpa-engine"
 # Caddy on the edge (rpa-so-1) answers on its 443, published here (molecule.yml).
 EDGE_HTTPS = next(p["https_port"] for p in yaml.safe_load((ROOT / "molecule/scaleout/molecule.yml").read_text())["platforms"]
                   if p["name"] == "rpa-so-1")
+JWT = importlib.util.spec_from_file_location(
+    "rpa_jwt", ROOT / "collections/ansible_collections/rpa/engine/plugins/filter/rpa_jwt.py")
+_rpa_jwt = importlib.util.module_from_spec(JWT)
+JWT.loader.exec_module(_rpa_jwt)
+rpa_jwt_token = _rpa_jwt.rpa_jwt_token
 HEALTH = r"""
 import json, sys, urllib.request
 with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/api/health", timeout=10) as answer:
@@ -285,3 +292,111 @@ def test_bad_stack_input_is_refused_by_name_before_anything_changes():
     assert "app_stack_update_monitor=0 must be from 1 to 300 seconds" in out, out[-3000:]
     assert re.search(r"rpa-so-1 +: ok=\d+ +changed=0 ", proc.stdout), out[-3000:]
     assert "Ensure a Swarm secret holds" not in out and "Ensure the stack file is in place" not in out, out[-3000:]
+
+
+class Tokens:
+    """One client through Caddy that logs in (POST /api/token) and uses each token at once (GET /api/me) on a
+    connection of its own: Caddy picks a backend at random for each request, so a token one host's task
+    signed is often checked by the other host's. Counts the tokens refused (401) and any other failure."""
+
+    def __init__(self, zero_downtime) -> None:
+        self.load = zero_downtime.Load(EDGE_HTTPS, 1)
+        self.used = self.refused = 0
+        self.failures: list[tuple[str, str, int, bytes]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        issue, check = self.load.connect(), self.load.connect()
+        while not self.stop.is_set():
+            try:
+                issue.request("POST", "/api/token")
+                answer = issue.getresponse()
+                body = answer.read()
+                if answer.status != 200:
+                    self.failures.append((time.strftime("%T"), "/api/token", answer.status, body[:300]))
+                    continue
+                check.request("GET", "/api/me", headers={"Authorization": f"Bearer {json.loads(body)['token']}"})
+                answer = check.getresponse()
+                body = answer.read()
+                self.used += 1
+                if answer.status == 401:
+                    self.refused += 1
+                if answer.status != 200:
+                    self.failures.append((time.strftime("%T"), "/api/me", answer.status, body[:300]))
+            except (OSError, http.client.HTTPException) as error:
+                self.failures.append((time.strftime("%T"), "connection", 0, repr(error).encode()[:300]))
+                issue, check = self.load.connect(), self.load.connect()
+            time.sleep(0.05)
+
+    def __enter__(self) -> "Tokens":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
+APP_OWN = {"jwt_secret": "vault_jwt_secret", "deploy_token": "vault_deploy_token",
+           "flower_password": "vault_flower_password"}
+
+
+def test_the_apps_own_secrets_rotate_on_the_swarm_and_no_token_or_request_fails():
+    """playbooks/rotate-secrets.yml for the application's JWT key, deploy token and Flower password on the three
+    servers, at -vvv, while two keep-alive clients use the application through Caddy and a third logs in and
+    uses each token at once. The first app host deploys the stack with new Swarm secrets - first every backend
+    task accepts the new JWT key while it still signs with the old one, then they sign with it - so no token
+    the application issued is refused at any moment, and no request fails. Afterwards the vault holds the new
+    values (the key and token keep their previous ones for their window), Flower takes only the new password,
+    the deployer and the backend take both tokens and both keys, the old Swarm secrets are gone, and nothing
+    of either value was printed."""
+    old = vault()
+    secrets_before = set(ssh("rpa-so-1", f"docker secret ls --format '{{{{.Name}}}}' --filter label=rpa.project={STACK}").split())
+    zero_downtime = load_client()
+    with zero_downtime.Load(EDGE_HTTPS, 2, ("/api/items", "/")) as load, Tokens(zero_downtime) as tokens:
+        zero_downtime.wait_sent(load, 50, timeout=60)
+        wait_for(lambda: tokens.used >= 5, 30, "tokens issued and used through Caddy")
+        used_before = tokens.used
+        proc = playbook("playbooks/rotate-secrets.yml", "-vvv", "-e", json.dumps({"rpa_rotate": sorted(APP_OWN)}))
+        sent_during, used_during = load.sent, tokens.used - used_before
+        zero_downtime.wait_sent(load, load.sent + 50, timeout=60)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    new = vault()
+    assert [k for k in APP_OWN.values() if new[k] == old[k]] == [], "the vault was not rotated"
+    assert [k for k in APP_OWN.values() for v in (old, new) if v[k] in output] == [], "a value was printed at -vvv"
+    assert (new["vault_jwt_secret_previous"], new["vault_deploy_token_previous"]) == (
+        old["vault_jwt_secret"], old["vault_deploy_token"])
+    # The intermediate deploy ran once, on the first app host: the gate twice there.
+    assert output.count("TASK [app : Let every task accept the new JWT key while it still signs with the previous one.]") == 1
+    assert re.findall(r"TASK \[app : Ensure the stack runs the file and every service's update completed\.\].*?\n(\w+): \[(\S+)\]",
+                      proc.stdout, re.S) == [("changed", "rpa-so-1")] * 2, proc.stdout[-4000:]
+    assert sent_during >= 200 and (load.errors, load.non_2xx) == (0, 0), (sent_during, load.codes, load.failures)
+    assert used_during >= 20 and tokens.refused == 0 and tokens.failures == [], (used_during, tokens.refused,
+                                                                                 tokens.failures[:20])
+    # The services read new Swarm secrets; the ones of the old values are removed, and no other is left.
+    secrets_after = set(ssh("rpa-so-1", f"docker secret ls --format '{{{{.Name}}}}' --filter label=rpa.project={STACK}").split())
+    kinds = {"jwt_secret", "deploy_token", "flower_basic_auth"}
+    kinds |= {k for k in ("jwt_secret_previous", "deploy_token_previous")
+              if any(re.fullmatch(f"{STACK}_{k}_[0-9a-f]{{12}}", n) for n in secrets_before)}
+    assert {re.sub(r"_[0-9a-f]{12}$", "", n) for n in secrets_before - secrets_after} == {f"{STACK}_{k}" for k in kinds}, (
+        secrets_before, secrets_after)
+    specs = json.loads(ssh("rpa-so-1", "docker service inspect $(docker stack services --quiet " + STACK + ")"))
+    mounted = {m["SecretName"] for s in specs for m in s["Spec"]["TaskTemplate"]["ContainerSpec"].get("Secrets") or []}
+    assert mounted == secrets_after, (mounted, secrets_after)
+    # Each credential, asked of the services themselves.
+    (flower,) = running("flower")
+    url = "http://127.0.0.1:5555/api/workers"
+    flower_status = {which: ssh(flower, f"curl -s -o /dev/null -w '%{{http_code}}' -K - {url}",
+                                stdin=f'user = "admin:{values["vault_flower_password"]}"\n')
+                     for which, values in (("old", old), ("new", new))}
+    assert flower_status == {"old": "401", "new": "200"}, flower_status
+    with zero_downtime.Load(EDGE_HTTPS, 1) as probe:
+        deploy = {which: edge(probe, "POST", "/deploy/rpa-verify-probe", values["vault_deploy_token"])[0]
+                  for which, values in (("old", old), ("new", new))}
+        me = {which: edge(probe, "GET", "/api/me", rpa_jwt_token(values["vault_jwt_secret"], sub="tester", minutes=5))
+              for which, values in (("old", old), ("new", new))}
+    # 403: the token was taken and the probe "service" refused (nothing deployed).
+    assert deploy == {"old": 403, "new": 403}, deploy
+    assert {k: (s, a.get("previous_key")) for k, (s, a) in me.items()} == {"old": (200, True), "new": (200, False)}, me

@@ -83,8 +83,10 @@ def problems(catalogue) -> list[str]:
             found.append(f"{name}: length must be 16..256 and min_length at most length")
         if "optional" in entry and not (isinstance(entry["optional"], str) and entry["optional"]):
             found.append(f"{name}: optional must say why the secret may be empty")
-        if not all(isinstance(entry.get(flag, False), bool) for flag in ("printable", "demo", "cluster")):
-            found.append(f"{name}: printable, demo and cluster are true or false")
+        if not all(isinstance(entry.get(flag, False), bool) for flag in ("printable", "demo")):
+            found.append(f"{name}: printable and demo are true or false")
+        if not (isinstance(entry.get("cluster", False), bool) or entry.get("cluster") == "swarm"):
+            found.append(f"{name}: cluster is true, false or swarm")
         spec = entry.get("login")
         if spec is not None and not (isinstance(spec, dict) and all(spec.get(k) for k in
                                                                     ("variable", "user", "twin_suffix", "vault_key"))
