@@ -191,6 +191,7 @@ TESTBED_LOG := $(REPORTS)/testbed.log
 # background ($$checks, its output in $(CHECKS_LOG)); the recipe that expands this waits for it. `hash -r`: this
 # shell looked python3 up before the venv existed, and would keep running the system's.
 define PREREQS
+mkdir -p $(REPORTS); \
 python3 -c 'import ensurepip' 2>/dev/null || { apt-get update -qq && \
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; }; \
 venv_rc=0; bed_rc=0; checks=; rm -f $(TESTBED_PREREQS_DONE); \
