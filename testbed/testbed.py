@@ -24,6 +24,7 @@ Only the standard library is used: this runs before the project's venv exists.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -221,11 +222,20 @@ def cmd_images(_args: argparse.Namespace) -> None:
 
 # --------------------------------------------------------------------- servers
 def ensure_key() -> Path:
-    if not SSH_KEY.exists():
-        SSH_KEY.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(SSH_KEY.parent, 0o700)
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "rpa-testbed",
-             "-f", str(SSH_KEY)])
+    SSH_KEY.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(SSH_KEY.parent, 0o700)
+    # Under a lock: the scale-out scenario starts its three servers at once, and in a fresh clone each one's
+    # `up` found no key and ran ssh-keygen on the same file (the second one failed: it would not overwrite).
+    with open(SSH_KEY.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not SSH_KEY.exists():
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "rpa-testbed",
+                 "-f", str(SSH_KEY)])
+        write_ssh_config()
+    return SSH_KEY
+
+
+def write_ssh_config() -> None:
     # For testinfra's ssh backend against a test server (make verify-demo).
     config = SSH_KEY.parent / "config"
     config.write_text("Host 127.0.0.1 localhost\n"
@@ -238,7 +248,6 @@ def ensure_key() -> Path:
                       "  ControlMaster auto\n"
                       f"  ControlPath {SSH_KEY.parent}/cp-%C\n"
                       "  ControlPersist 60s\n")
-    return SSH_KEY
 
 
 def container_state(name: str) -> str | None:
