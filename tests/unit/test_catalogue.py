@@ -48,15 +48,16 @@ def test_a_broken_entry_is_named(catalogue, problem):
     assert any(problem in p for p in found), found
 
 
-def test_only_patronis_logins_and_the_apps_own_secrets_rotate_on_several_servers():
+def test_what_rotates_on_several_servers():
     """rotate-secrets.yml refuses the rest there (test_topology): their owners act on one host's Compose project.
-    The application's own secrets (`swarm`) have no consumers: its owner alone redeploys the stack with them."""
+    `swarm`: the application's own secrets and Redis' password, whose clients include the Swarm stack."""
     cluster = {n: e["cluster"] for n, e in CATALOGUE["secrets"].items() if e.get("cluster")}
-    swarm = ["deploy_token", "flower_password", "jwt_secret"]
-    assert cluster == {"patroni_replication_password": True, "patroni_restapi_password": True} | dict.fromkeys(swarm, "swarm")
+    swarm = ["deploy_token", "flower_password", "jwt_secret", "redis_password"]
+    anywhere = ["grafana_admin_password", "patroni_replication_password", "patroni_restapi_password"]
+    assert cluster == dict.fromkeys(anywhere, True) | dict.fromkeys(swarm, "swarm"), cluster
     for name in cluster:
         entry = CATALOGUE["secrets"][name]
-        assert entry["owner"] == ("patroni" if cluster[name] is True else "app") and not entry["consumers"], name
+        assert (cluster[name] == "swarm") == ("app" in [entry["owner"], *entry["consumers"]]), name
 
 
 def test_vault_example_names_every_secret_with_a_placeholder():

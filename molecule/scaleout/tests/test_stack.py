@@ -11,6 +11,7 @@ import json
 import re
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -257,7 +258,8 @@ def test_a_backend_whose_health_check_fails_is_rolled_back_and_the_gate_fails_na
     proc = playbook("playbooks/app_stack.yml", "-e", json.dumps(
         {"app_healthchecks": {"backend": ["CMD", "python3", "-c", "raise SystemExit(1)"]}}))
     assert proc.returncode != 0, proc.stdout[-3000:]
-    failure = proc.stdout.split("TASK [app : Ensure the stack runs the file", 1)[1]
+    # The last of the gate's tasks: the one before it is the new JWT key's first deploy, skipped here.
+    failure = proc.stdout.rsplit("TASK [app : Ensure the stack runs the file", 1)[1]
     assert "service rpa-engine_backend: the update failed and Swarm" in failure, failure[-3000:]
     assert "raise SystemExit(1)" in failure, failure[-3000:]
     # The gate fails as soon as Swarm starts rolling back; Swarm then finishes the rollback on its own.
@@ -272,7 +274,7 @@ def test_a_backend_whose_health_check_fails_is_rolled_back_and_the_gate_fails_na
     # the stack file, which held the failed one, is written again). At -vvv: it prints no secret's value.
     proc = playbook("playbooks/app_stack.yml", "-vvv")
     assert proc.returncode == 0, proc.stdout[-3000:]
-    deploy = proc.stdout.split("TASK [app : Ensure the stack runs the file", 1)[1].split("TASK [", 1)[0]
+    deploy = proc.stdout.rsplit("TASK [app : Ensure the stack runs the file", 1)[1].split("TASK [", 1)[0]
     assert "ok: [rpa-so-1]" in deploy, deploy[-3000:]
     secrets = {k: v for k, v in vault().items() if isinstance(v, str) and len(v) >= 12}
     assert "Ensure a Swarm secret holds" in proc.stdout
@@ -297,7 +299,8 @@ def test_bad_stack_input_is_refused_by_name_before_anything_changes():
 class Tokens:
     """One client through Caddy that logs in (POST /api/token) and uses each token at once (GET /api/me) on a
     connection of its own: Caddy picks a backend at random for each request, so a token one host's task
-    signed is often checked by the other host's. Counts the tokens refused (401) and any other failure."""
+    signed is often checked by the other host's. Counts the tokens refused (401) and any other failure.
+    Without the Idempotency-Key header one POST of 1,335 got a 502 during the rotation's rolling updates."""
 
     def __init__(self, zero_downtime) -> None:
         self.load = zero_downtime.Load(EDGE_HTTPS, 1)
@@ -310,7 +313,9 @@ class Tokens:
         issue, check = self.load.connect(), self.load.connect()
         while not self.stop.is_set():
             try:
-                issue.request("POST", "/api/token")
+                # Marked safe to send again, as a client whose POST is: Caddy's transport resends a request on an
+                # upstream connection that closed under it (a task replaced in the update) only when it is.
+                issue.request("POST", "/api/token", headers={"Idempotency-Key": uuid.uuid4().hex})
                 answer = issue.getresponse()
                 body = answer.read()
                 if answer.status != 200:
@@ -338,19 +343,23 @@ class Tokens:
         self.thread.join(30)
 
 
-APP_OWN = {"jwt_secret": "vault_jwt_secret", "deploy_token": "vault_deploy_token",
-           "flower_password": "vault_flower_password"}
+ROTATED = {"jwt_secret": "vault_jwt_secret", "deploy_token": "vault_deploy_token",
+           "flower_password": "vault_flower_password", "redis_password": "vault_redis_password",
+           "grafana_admin_password": "vault_grafana_admin_password"}
+REDIS_AUTH = "docker exec -i rpa-engine-redis-1 redis-cli"
 
 
-def test_the_apps_own_secrets_rotate_on_the_swarm_and_no_token_or_request_fails():
-    """playbooks/rotate-secrets.yml for the application's JWT key, deploy token and Flower password on the three
-    servers, at -vvv, while two keep-alive clients use the application through Caddy and a third logs in and
-    uses each token at once. The first app host deploys the stack with new Swarm secrets - first every backend
-    task accepts the new JWT key while it still signs with the old one, then they sign with it - so no token
-    the application issued is refused at any moment, and no request fails. Afterwards the vault holds the new
-    values (the key and token keep their previous ones for their window), Flower takes only the new password,
-    the deployer and the backend take both tokens and both keys, the old Swarm secrets are gone, and nothing
-    of either value was printed."""
+def test_the_apps_secrets_and_redis_and_grafana_passwords_rotate_on_the_swarm_and_no_token_or_request_fails():
+    """playbooks/rotate-secrets.yml for the application's JWT key, deploy token and Flower password, Redis'
+    password and Grafana's on the three servers, at -vvv, while two keep-alive clients use the application
+    through Caddy and a third logs in and uses each token at once. Redis (the witness) takes both passwords
+    while its clients move; the first app host deploys the stack with new Swarm secrets - first every backend
+    task accepts the new JWT key while it still signs with the old one, then they sign with it - and the
+    monitoring host's Redis exporter and Grafana take theirs; so no token the application issued is refused
+    at any moment, and no request fails. Afterwards the vault holds the new values (the key and token keep
+    their previous ones for their window), Redis, Flower and Grafana take only the new password, the worker
+    of each app host reaches Redis with it, the deployer and the backend take both tokens and both keys, the
+    old Swarm secrets are gone, and nothing of either value was printed."""
     old = vault()
     secrets_before = set(ssh("rpa-so-1", f"docker secret ls --format '{{{{.Name}}}}' --filter label=rpa.project={STACK}").split())
     zero_downtime = load_client()
@@ -358,14 +367,14 @@ def test_the_apps_own_secrets_rotate_on_the_swarm_and_no_token_or_request_fails(
         zero_downtime.wait_sent(load, 50, timeout=60)
         wait_for(lambda: tokens.used >= 5, 30, "tokens issued and used through Caddy")
         used_before = tokens.used
-        proc = playbook("playbooks/rotate-secrets.yml", "-vvv", "-e", json.dumps({"rpa_rotate": sorted(APP_OWN)}))
+        proc = playbook("playbooks/rotate-secrets.yml", "-vvv", "-e", json.dumps({"rpa_rotate": sorted(ROTATED)}))
         sent_during, used_during = load.sent, tokens.used - used_before
         zero_downtime.wait_sent(load, load.sent + 50, timeout=60)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, proc.stdout[-4000:]
     new = vault()
-    assert [k for k in APP_OWN.values() if new[k] == old[k]] == [], "the vault was not rotated"
-    assert [k for k in APP_OWN.values() for v in (old, new) if v[k] in output] == [], "a value was printed at -vvv"
+    assert [k for k in ROTATED.values() if new[k] == old[k]] == [], "the vault was not rotated"
+    assert [k for k in ROTATED.values() for v in (old, new) if v[k] in output] == [], "a value was printed at -vvv"
     assert (new["vault_jwt_secret_previous"], new["vault_deploy_token_previous"]) == (
         old["vault_jwt_secret"], old["vault_deploy_token"])
     # The intermediate deploy ran, on the first app host alone: the gate twice there, each time changing the stack.
@@ -377,7 +386,7 @@ def test_the_apps_own_secrets_rotate_on_the_swarm_and_no_token_or_request_fails(
                                                                                  tokens.failures[:20])
     # The services read new Swarm secrets; the ones of the old values are removed, and no other is left.
     secrets_after = set(ssh("rpa-so-1", f"docker secret ls --format '{{{{.Name}}}}' --filter label=rpa.project={STACK}").split())
-    kinds = {"jwt_secret", "deploy_token", "flower_basic_auth"}
+    kinds = {"jwt_secret", "deploy_token", "flower_basic_auth", "redis_url", "celery_broker_url"}
     kinds |= {k for k in ("jwt_secret_previous", "deploy_token_previous")
               if any(re.fullmatch(f"{STACK}_{k}_[0-9a-f]{{12}}", n) for n in secrets_before)}
     assert {re.sub(r"_[0-9a-f]{12}$", "", n) for n in secrets_before - secrets_after} == {f"{STACK}_{k}" for k in kinds}, (
@@ -392,6 +401,18 @@ def test_the_apps_own_secrets_rotate_on_the_swarm_and_no_token_or_request_fails(
                                 stdin=f'user = "admin:{values["vault_flower_password"]}"\n')
                      for which, values in (("old", old), ("new", new))}
     assert flower_status == {"old": "401", "new": "200"}, flower_status
+    # The worker of each app host is back on Redis with the new password: Flower lists both, through the broker.
+    workers = json.loads(ssh(flower, f"curl -fsS -K - {url}", stdin=f'user = "admin:{new["vault_flower_password"]}"\n'))
+    assert len(workers["workers"]) == 2, workers
+    redis = {which: ssh("rpa-so-3", REDIS_AUTH, stdin=f"AUTH {values['vault_redis_password']}\nPING\n").split()
+             for which, values in (("old", old), ("new", new))}
+    assert redis["new"] == ["OK", "PONG"] and redis["old"][0] == "WRONGPASS", redis
+    exporter = ssh("rpa-so-3", "docker exec rpa-engine-redis-exporter-1 wget -qO- http://127.0.0.1:9121/metrics")
+    assert "\nredis_up 1\n" in exporter, "the Redis exporter does not log in"
+    grafana = {which: ssh("rpa-so-3", "curl -s -o /dev/null -w '%{http_code}' -K - http://127.0.0.1:3001/api/user",
+                          stdin=f'user = "admin:{values["vault_grafana_admin_password"]}"\n')
+               for which, values in (("old", old), ("new", new))}
+    assert grafana == {"old": "401", "new": "200"}, grafana
     with zero_downtime.Load(EDGE_HTTPS, 1) as probe:
         deploy = {which: edge(probe, "POST", "/deploy/rpa-verify-probe", values["vault_deploy_token"])[0]
                   for which, values in (("old", old), ("new", new))}
