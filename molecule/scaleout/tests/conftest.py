@@ -79,13 +79,13 @@ def ssh_start(name: str, command: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def playbook(path: str, *args: str) -> subprocess.CompletedProcess:
+def playbook(path: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """ansible-playbook (path relative to the project) on the scenario's inventory, as an operator runs it;
     stdout without colour codes (Molecule's environment may force them on)."""
     inventory = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     proc = subprocess.run(["ansible-playbook", path, "-i", str(inventory), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=timeout)
     proc.stdout = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout)
     return proc
 
