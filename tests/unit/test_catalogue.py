@@ -50,10 +50,14 @@ def test_a_broken_entry_is_named(catalogue, problem):
 
 def test_what_rotates_on_several_servers():
     """rotate-secrets.yml refuses the rest there (test_topology): their owners act on one host's Compose project.
-    `swarm`: the application's own secrets and Redis' password, whose clients include the Swarm stack."""
+    `swarm`: the application's own secrets and Redis' and the database's passwords, whose clients include the
+    Swarm stack. The
+    superuser's and the exporters' passwords rotate through the patroni role, which plays the postgres role's
+    part on several servers."""
     cluster = {n: e["cluster"] for n, e in CATALOGUE["secrets"].items() if e.get("cluster")}
-    swarm = ["deploy_token", "flower_password", "jwt_secret", "redis_password"]
-    anywhere = ["grafana_admin_password", "patroni_replication_password", "patroni_restapi_password"]
+    swarm = ["deploy_token", "flower_password", "jwt_secret", "postgres_app_password", "redis_password"]
+    anywhere = ["grafana_admin_password", "patroni_replication_password", "patroni_restapi_password",
+                "postgres_monitor_password", "postgres_superuser_password"]
     assert cluster == dict.fromkeys(anywhere, True) | dict.fromkeys(swarm, "swarm"), cluster
     for name in cluster:
         entry = CATALOGUE["secrets"][name]

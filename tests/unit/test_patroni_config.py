@@ -41,11 +41,12 @@ def test_the_ha_members_admit_the_app_login_from_the_app_hosts_haproxy():
     assert sorted(configs) == ["rpa-db-1", "rpa-db-2"]
     for host, config in configs.items():
         lines = hba(config)
-        # The app hosts' HAProxy (roles/pg_endpoint) connects from their private addresses.
+        # The app hosts' HAProxy (roles/pg_endpoint) connects from their private addresses, with either of the
+        # application's twin logins (a rotation moves it from one to the other).
         for app in ("10.0.0.11/32", "10.0.0.12/32"):
-            assert f"host rpa_engine rpa_engine {app} scram-sha-256" in lines, (host, lines)
+            assert f"host rpa_engine rpa_engine,rpa_engine_alt {app} scram-sha-256" in lines, (host, lines)
             # ... for the application's database and login only: no replication, no superuser from there.
-            assert [line for line in lines if app in line] == [f"host rpa_engine rpa_engine {app} scram-sha-256"]
+            assert [line for line in lines if app in line] == [f"host rpa_engine rpa_engine,rpa_engine_alt {app} scram-sha-256"]
         # The witness holds an etcd member, not a client of Postgres.
         assert not [line for line in lines if "10.0.0.31" in line], lines
         # Replication from the members alone, and from the member itself (Patroni reads its own timeline so).
@@ -62,6 +63,6 @@ def test_the_split_examples_one_member_uses_its_own_etcd_and_admits_the_app_host
     config = configs["rpa-db-1"]
     assert config["etcd3"]["hosts"] == ["10.0.0.21:2379"], config["etcd3"]
     lines = hba(config)
-    assert [line for line in lines if "10.0.0.11" in line] == ["host rpa_engine rpa_engine 10.0.0.11/32 scram-sha-256"]
+    assert [line for line in lines if "10.0.0.11" in line] == ["host rpa_engine rpa_engine,rpa_engine_alt 10.0.0.11/32 scram-sha-256"]
     assert [line for line in lines if line.startswith("host replication")] == [
         "host replication replicator 127.0.0.1/32 scram-sha-256", "host replication replicator 10.0.0.21/32 scram-sha-256"]

@@ -169,16 +169,20 @@ def test_preflight_stops_the_ha_example_in_the_shape_play_as_not_yet_provisioned
 
 
 def test_a_rotation_on_several_servers_refuses_what_cannot_rotate_there_before_any_host_is_contacted():
-    """On several servers only the secrets the catalogue marks `cluster` rotate: Patroni's logins and Grafana's
-    admin password on every shape; the application's own three and Redis' password (`swarm`) where the
-    application runs as a Swarm stack (ha), not on the split shape's one Compose app host. The rest's owners
+    """On several servers only the secrets the catalogue marks `cluster` rotate: Patroni's logins, Grafana's
+    admin password and the database's superuser's and exporters' passwords on every shape; the application's own
+    three, Redis' password and the application's database password (`swarm`) where the application runs as a
+    Swarm stack (ha), not on the split shape's one Compose app host. The rest's owners
     act on one host's Compose project. Refused by name, on the controller."""
-    patroni = '"patroni_replication_password", "patroni_restapi_password"'
+    anywhere = ["grafana_admin_password", "patroni_replication_password", "patroni_restapi_password",
+                "postgres_monitor_password", "postgres_superuser_password"]
+    swarm = ["deploy_token", "flower_password", "jwt_secret", "postgres_app_password", "redis_password"]
     for shape, ask, refused, allowed in (
-            ("ha", ["postgres_app_password", "jwt_secret", "patroni_restapi_password"], '["postgres_app_password"]',
-             f'["deploy_token", "flower_password", "grafana_admin_password", "jwt_secret", {patroni}, "redis_password"]'),
-            ("split", ["jwt_secret", "redis_password", "grafana_admin_password"], '["jwt_secret", "redis_password"]',
-             f'["grafana_admin_password", {patroni}]')):
+            ("ha", ["caddy_grafana_password", "jwt_secret", "patroni_restapi_password"], ["caddy_grafana_password"],
+             anywhere + swarm),
+            ("split", ["jwt_secret", "postgres_app_password", "grafana_admin_password"],
+             ["jwt_secret", "postgres_app_password"], anywhere)):
+        refused, allowed = json.dumps(refused), json.dumps(sorted(allowed))
         proc = preflight(ROOT / "inventory" / shape, "-e", json.dumps({"rpa_rotate": ask}),
                          playbook="playbooks/rotate-secrets.yml")
         out = " ".join((proc.stdout + proc.stderr).split())

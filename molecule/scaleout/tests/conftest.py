@@ -105,3 +105,14 @@ def app_dsn() -> str:
     login = secrets.get("vault_postgres_app_login", "rpa_engine")
     return (f"host=127.0.0.1 port=5000 dbname=rpa_engine user={login} "
             f"password={secrets['vault_postgres_app_password']} connect_timeout=2")
+
+
+def logs_in(name: str, user: str, password: str) -> bool:
+    """A password login of user to member name's PostgreSQL on its 127.0.0.1 (pg_hba: any login there, by SCRAM).
+    The password travels on stdin."""
+    out = ssh(name, f"read -r p; PGPASSWORD=\"$p\" PGCONNECT_TIMEOUT=5 psql 'host=127.0.0.1 dbname=postgres user={user}' "
+                    "-XAtc 'SELECT session_user' 2>&1; true", password + "\n")
+    if "password authentication failed" in out:
+        return False
+    assert out.strip() == user, out
+    return True

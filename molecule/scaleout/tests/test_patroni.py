@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import VAULT_FILE, address, app_dsn, playbook, ssh, ssh_argv, ssh_start, vault, wait_for
+from conftest import VAULT_FILE, address, app_dsn, logs_in, playbook, ssh, ssh_argv, ssh_start, vault, wait_for
 
 MEMBERS = ("rpa-so-1", "rpa-so-2")
 PATRONICTL = "patronictl -c /etc/patroni/config.yml"
@@ -100,6 +100,18 @@ def assert_the_probes_pass() -> None:
 
 
 ROTATE_BOTH = ["patroni_replication_password", "patroni_restapi_password"]
+# The postgres role's logins, whose part the patroni role plays on several servers.
+ROTATE_DB = ["postgres_superuser_password", "postgres_monitor_password"]
+
+
+def exporters_logged_in() -> dict[str, str]:
+    """Each member's Postgres exporter on the monitoring host (the witness): its pg_up now."""
+    found = {}
+    for name in MEMBERS:
+        found[name] = ssh("rpa-so-3", "docker exec $(docker ps -q --filter "
+                                      f"label=com.docker.compose.service=postgres-exporter-{name}) "
+                                      "wget -qO- http://127.0.0.1:9187/metrics | grep '^pg_up '").strip()
+    return found
 
 
 def test_a_rotation_that_fails_on_one_host_rolls_every_host_back():
@@ -109,7 +121,8 @@ def test_a_rotation_that_fails_on_one_host_rolls_every_host_back():
     fail with their expectations swapped)."""
     before = VAULT_FILE.read_bytes()
     proc = playbook("playbooks/rotate-secrets.yml", "-e", json.dumps(
-        {"rpa_rotate": ROTATE_BOTH, "rpa_rotation_fail_at": "test", "rpa_rotation_fail_hosts": ["rpa-so-2"]}))
+        {"rpa_rotate": ROTATE_BOTH + ["postgres_superuser_password"], "rpa_rotation_fail_at": "test",
+         "rpa_rotation_fail_hosts": ["rpa-so-2"]}))
     out = proc.stdout
     assert proc.returncode != 0, out[-3000:]
     assert 'failed at "Fail on purpose after the test step (tests only)."' in out, out[-3000:]
@@ -121,27 +134,39 @@ def test_a_rotation_that_fails_on_one_host_rolls_every_host_back():
         assert config["postgresql"]["authentication"]["replication"]["password"] == \
             secrets["vault_patroni_replication_password"], name
         assert config["restapi"]["authentication"]["password"] == secrets["vault_patroni_restapi_password"], name
+        assert config["postgresql"]["authentication"]["superuser"]["password"] == \
+            secrets["vault_postgres_superuser_password"], name
+        assert logs_in(name, "postgres", secrets["vault_postgres_superuser_password"]), name
     assert_the_probes_pass()
 
 
 def test_a_rotation_of_the_clusters_logins_reaches_every_member_and_keeps_them_streaming():
     """playbooks/rotate-secrets.yml on the three servers (the scenario's own copy of the vault) for both of
-    Patroni's logins, at -vvv: one draw for every host (both members' files hold the vault's new values), its
-    own probes refuse the old ones, nothing of either is printed, the replica streams again with the new
-    replication password when its connection is cut."""
+    Patroni's logins and the database's superuser's and exporters' passwords (the patroni role playing the
+    postgres role's part), at -vvv: one draw for every host (both members' files hold the vault's new values),
+    its own probes refuse the old ones, nothing is printed, every member takes the new superuser and monitoring
+    passwords and refuses the old ones, each member's exporter on the monitoring host logs in again, and the
+    replica streams again with the new replication password when its connection is cut."""
     before = vault()
     proc = playbook("playbooks/rotate-secrets.yml", "-vvv",
-                    "-e", json.dumps({"rpa_rotate": ROTATE_BOTH}))
+                    "-e", json.dumps({"rpa_rotate": ROTATE_BOTH + ROTATE_DB}))
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, proc.stdout[-3000:]
     after = vault()
-    keys = ("vault_patroni_replication_password", "vault_patroni_restapi_password")
+    keys = ("vault_patroni_replication_password", "vault_patroni_restapi_password",
+            "vault_postgres_superuser_password", "vault_postgres_monitor_password")
     assert all(after[k] != before[k] for k in keys), "the vault was not rotated"
     assert [k for k in keys for v in (before, after) if v[k] in output] == [], "a password was printed at -vvv"
+    # The rotation's own probes of the database logins ran on both members (the patroni role's verify).
+    assert output.count("TASK [patroni : Try the database logins' passwords.]") >= 2, proc.stdout[-3000:]
     for name in MEMBERS:
         config = yaml.safe_load(ssh(name, "cat /etc/patroni/config.yml"))
         assert config["postgresql"]["authentication"]["replication"]["password"] == after[keys[0]], name
         assert config["restapi"]["authentication"]["password"] == after[keys[1]], name
+        assert config["postgresql"]["authentication"]["superuser"]["password"] == after[keys[2]], name
+        for user, key in (("postgres", keys[2]), ("rpa_monitor", keys[3])):
+            assert logs_in(name, user, after[key]) and not logs_in(name, user, before[key]), (name, user)
+    assert exporters_logged_in() == dict.fromkeys(MEMBERS, "pg_up 1")
     # The streaming connection stays open through a password change: cut it, and the replica must log in anew.
     leader, replica = leader_and_replica_with_the_probe_table()
     ssh(leader, "runuser -u postgres -- psql -XAtc 'SELECT pg_terminate_backend(pid) FROM pg_stat_replication'")

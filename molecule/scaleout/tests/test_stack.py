@@ -17,7 +17,7 @@ import pytest
 
 import yaml
 
-from conftest import ROOT, address, playbook, probe_here, probe_here_all, ssh, vault, wait_for
+from conftest import ROOT, address, logs_in, playbook, probe_here, probe_here_all, ssh, vault, wait_for
 
 STACK = "rpa-engine"
 # Caddy on the edge (rpa-so-1) answers on its 443, published here (molecule.yml).
@@ -299,12 +299,13 @@ def test_bad_stack_input_is_refused_by_name_before_anything_changes():
 class Tokens:
     """One client through Caddy that logs in (POST /api/token) and uses each token at once (GET /api/me) on a
     connection of its own: Caddy picks a backend at random for each request, so a token one host's task
-    signed is often checked by the other host's. Counts the tokens refused (401) and any other failure.
+    signed is often checked by the other host's; then it reads the database (GET /api/items, through the
+    task's host's HAProxy to the Patroni leader). Counts the tokens refused (401) and any other failure.
     Without the Idempotency-Key header one POST of 1,335 got a 502 during the rotation's rolling updates."""
 
     def __init__(self, zero_downtime) -> None:
         self.load = zero_downtime.Load(EDGE_HTTPS, 1)
-        self.used = self.refused = 0
+        self.used = self.refused = self.read = 0
         self.failures: list[tuple[str, str, int, bytes]] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -329,6 +330,12 @@ class Tokens:
                     self.refused += 1
                 if answer.status != 200:
                     self.failures.append((time.strftime("%T"), "/api/me", answer.status, body[:300]))
+                check.request("GET", "/api/items")
+                answer = check.getresponse()
+                body = answer.read()
+                self.read += 1
+                if answer.status != 200:
+                    self.failures.append((time.strftime("%T"), "/api/items", answer.status, body[:300]))
             except (OSError, http.client.HTTPException) as error:
                 self.failures.append((time.strftime("%T"), "connection", 0, repr(error).encode()[:300]))
                 issue, check = self.load.connect(), self.load.connect()
@@ -348,18 +355,21 @@ class Tokens:
 # suite over 30 minutes. It passed this test once by hand at e322df9; the owner-before-client order across hosts
 # it depends on is tests/unit/test_rotation_step_order.py's.
 ROTATED = {"jwt_secret": "vault_jwt_secret", "deploy_token": "vault_deploy_token",
-           "flower_password": "vault_flower_password", "grafana_admin_password": "vault_grafana_admin_password"}
+           "flower_password": "vault_flower_password", "grafana_admin_password": "vault_grafana_admin_password",
+           "postgres_app_password": "vault_postgres_app_password"}
 
 
 def test_the_apps_secrets_and_grafanas_password_rotate_on_the_swarm_and_no_token_or_request_fails():
-    """playbooks/rotate-secrets.yml for the application's JWT key, deploy token and Flower password and Grafana's
-    admin password on the three servers, at -vvv, while a client logs in through Caddy and uses each token at
-    once. The first app host deploys the stack with new Swarm secrets - first every backend task accepts the
-    new JWT key while it still signs with the old one, then they sign with it - and the monitoring host's
-    Grafana takes its own; so no token the application issued is refused at any moment, and no request
-    fails. Afterwards the vault holds the new values (the key and token keep their previous ones for their
-    window), Flower and Grafana take only the new password, the deployer and the backend take both tokens and
-    both keys, the old Swarm secrets are gone, and nothing of either value was printed."""
+    """playbooks/rotate-secrets.yml for the application's JWT key, deploy token, Flower password and database
+    password and Grafana's admin password on the three servers, at -vvv, while a client logs in through Caddy,
+    uses each token at once and reads the database. The Patroni leader opens the application's other login
+    with the new database password; the first app host deploys the stack with new Swarm secrets - first every
+    backend task accepts the new JWT key while it still signs with the old one, then they sign with it - and
+    the monitoring host's Grafana takes its own; then the old login is locked. So no token the application
+    issued is refused at any moment, and no request fails. Afterwards the vault holds the new values (the key
+    and token keep their previous ones for their window) and the login in use, Flower and Grafana take only
+    the new password, the deployer and the backend take both tokens and both keys, the cluster only the new
+    login with the new password, the old Swarm secrets are gone, and nothing of any value was printed."""
     old = vault()
     secrets_before = set(ssh("rpa-so-1", f"docker secret ls --format '{{{{.Name}}}}' --filter label=rpa.project={STACK}").split())
     zero_downtime = load_client()
@@ -377,15 +387,19 @@ def test_the_apps_secrets_and_grafanas_password_rotate_on_the_swarm_and_no_token
     assert [k for k in ROTATED.values() for v in (old, new) if v[k] in output] == [], "a value was printed at -vvv"
     assert (new["vault_jwt_secret_previous"], new["vault_deploy_token_previous"]) == (
         old["vault_jwt_secret"], old["vault_deploy_token"])
+    # The application's database login moved to its twin (the one without a password until now).
+    logins = {old.get("vault_postgres_app_login", "rpa_engine"), new["vault_postgres_app_login"]}
+    assert logins == {"rpa_engine", "rpa_engine_alt"}, logins
     # The intermediate deploy ran, on the first app host alone: the gate twice there, each time changing the stack.
     assert "__app_stack_accept_first: true" in proc.stdout, proc.stdout[-4000:]
     assert re.findall(r"TASK \[app : Ensure the stack runs the file and every service's update completed\.\].*?\n(changed|ok|fatal|skipping): \[(\S+)\]",
                       proc.stdout, re.S) == [("changed", "rpa-so-1")] * 2, proc.stdout[-4000:]
     assert used_during >= 50 and tokens.refused == 0 and tokens.failures == [], (used_during, tokens.refused,
                                                                                  tokens.failures[:20])
+    assert tokens.read >= used_during, (tokens.read, used_during)
     # The services read new Swarm secrets; the ones of the old values are removed, and no other is left.
     secrets_after = set(ssh("rpa-so-1", f"docker secret ls --format '{{{{.Name}}}}' --filter label=rpa.project={STACK}").split())
-    kinds = {"jwt_secret", "deploy_token", "flower_basic_auth"}
+    kinds = {"jwt_secret", "deploy_token", "flower_basic_auth", "database_url"}
     kinds |= {k for k in ("jwt_secret_previous", "deploy_token_previous")
               if any(re.fullmatch(f"{STACK}_{k}_[0-9a-f]{{12}}", n) for n in secrets_before)}
     assert {re.sub(r"_[0-9a-f]{12}$", "", n) for n in secrets_before - secrets_after} == {f"{STACK}_{k}" for k in kinds}, (
@@ -404,6 +418,17 @@ def test_the_apps_secrets_and_grafanas_password_rotate_on_the_swarm_and_no_token
                           stdin=f'user = "admin:{values["vault_grafana_admin_password"]}"\n')
                for which, values in (("old", old), ("new", new))}
     assert grafana == {"old": "401", "new": "200"}, grafana
+    # The cluster: each member takes only the new login with the new password (replicated from the leader), and
+    # the old login is locked. The client's reads after the rotation (above) went through the new one.
+    for member in ("rpa-so-1", "rpa-so-2"):
+        assert {which: logs_in(member, values.get("vault_postgres_app_login", "rpa_engine"),
+                               values["vault_postgres_app_password"])
+                for which, values in (("old", old), ("new", new))} == {"old": False, "new": True}, member
+    leader = next(m["Member"] for m in json.loads(ssh("rpa-so-1", "patronictl -c /etc/patroni/config.yml list -f json"))
+                  if m["Role"] == "Leader")
+    assert ssh(leader, "runuser -u postgres -- psql -XAtc \"SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname "
+                       "IN ('rpa_engine', 'rpa_engine_alt') ORDER BY 1\"").split() == sorted(
+        f"{login}|{'t' if login == new['vault_postgres_app_login'] else 'f'}" for login in logins)
     with zero_downtime.Load(EDGE_HTTPS, 1) as probe:
         deploy = {which: edge(probe, "POST", "/deploy/rpa-verify-probe", values["vault_deploy_token"])[0]
                   for which, values in (("old", old), ("new", new))}
