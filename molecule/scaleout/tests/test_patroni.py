@@ -87,14 +87,15 @@ def test_the_application_writes_on_the_leader_and_reads_the_row_on_the_replica()
 
 def assert_the_probes_pass() -> None:
     """The role's `verify` entry point (playbooks/rotate-secrets.yml's proof) on both members, one run: the REST
-    API's and the replication login's passwords accepted, a wrong one refused - and the same probes with the
-    expectations swapped fail."""
+    API's, the replication login's and the superuser's passwords accepted, a wrong one refused - and the same
+    probes with the expectations swapped fail."""
     proc = playbook("molecule/scaleout/tests/files/patroni_verify.yml")
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:]
-    # Four probes per member ran (none skipped), and the swapped ones failed on both.
+    # Six probes per member ran (none skipped), and the swapped ones failed on both.
     assert out.count("swapped probes: failed") == 2 and "swapped probes: passed" not in out, out[-3000:]
-    for task in ("Try the REST API's password.", "Try the replication login's password."):
+    for task in ("Try the REST API's password.", "Try the replication login's password.",
+                 "Try the database logins' passwords."):
         assert task in out, out[-3000:]
     assert "skipping: [rpa-so-" not in out.split("Prove the vault's passwords")[1].split("Expect the wrong password")[0], out[-3000:]
 
