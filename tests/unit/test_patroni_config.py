@@ -82,6 +82,9 @@ def test_only_a_restore_bootstraps_from_the_repository_with_the_targets_options(
     assert bootstrap["method"] == "pgbackrest"
     assert {k: v for k, v in bootstrap["pgbackrest"].items() if k != "command"} == {
         "keep_existing_recovery_conf": True, "no_params": True}
+    # The restored cluster archives at once: its new timeline's history file must reach the repository.
+    assert bootstrap["dcs"]["postgresql"]["parameters"]["archive_command"] == \
+        "pgbackrest --stanza=rpa-engine archive-push %p"
     assert shlex.split(bootstrap["pgbackrest"]["command"]) == [
         "pgbackrest", "--stanza=rpa-engine", "--pg1-path=/var/lib/postgresql/17/rpa-engine", "--type=time",
         "--target=2026-12-01 03:30:00+00", "--target-action=promote", "restore"]
