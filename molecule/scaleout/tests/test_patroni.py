@@ -359,6 +359,10 @@ def test_the_cluster_goes_back_to_a_point_in_time_from_its_repository():
     assert psql_app("rpa-so-2", "SELECT count(*) FROM failover_probe").strip() == kept
     wait_for(lambda: sorted(m["Role"] for m in members().values()) == ["Leader", "Sync Standby"], 60,
              f"a leader and its synchronous standby after the restore ({members()})")
+    # The application serves again on both app hosts (its backend's health reads the database): its tasks,
+    # which Swarm may have restarted while the database was away, reconnect by themselves.
+    wait_for(lambda: all(ssh(name, "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8000/api/health; true")
+                         == "200" for name in MEMBERS), 180, "both backends healthy after the restore")
     for name in MEMBERS:
         kept_aside = ssh(name, "ls -d /var/lib/postgresql/17/rpa-engine.before-restore-*").split()
         assert len(kept_aside) == 1, (name, kept_aside)
