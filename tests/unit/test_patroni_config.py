@@ -17,12 +17,12 @@ EXTRA = {**{key: f"Fake-{key.split('_')[-2]}-0000000000000000000000" for key in 
     "vault_postgres_app_password")}, "patroni_pitr_repo_host": ""}
 
 
-def rendered(inventory: str) -> dict[str, dict]:
+def rendered(inventory: str, *extra: str) -> dict[str, dict]:
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_CACHE_PLUGIN="ansible.builtin.memory", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json")
     env.pop("ANSIBLE_VAULT_IDENTITY_LIST", None)
     proc = subprocess.run(["ansible-playbook", "tests/unit/files/patroni_config.yml", "-i", str(ROOT / inventory),
-                           "-e", "ansible_host=127.0.0.1", "-e", "ansible_port=9", "-e", json.dumps(EXTRA)],
+                           "-e", "ansible_host=127.0.0.1", "-e", "ansible_port=9", "-e", json.dumps(EXTRA), *extra],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     # The JSON result, then profile_tasks' table.
@@ -66,3 +66,25 @@ def test_the_split_examples_one_member_uses_its_own_etcd_and_admits_the_app_host
     assert [line for line in lines if "10.0.0.11" in line] == ["host rpa_engine rpa_engine,rpa_engine_alt 10.0.0.11/32 scram-sha-256"]
     assert [line for line in lines if line.startswith("host replication")] == [
         "host replication replicator 127.0.0.1/32 scram-sha-256", "host replication replicator 10.0.0.21/32 scram-sha-256"]
+
+
+def test_only_a_restore_bootstraps_from_the_repository_with_the_targets_options():
+    """playbooks/restore.yml's restore member (tasks/restore.yml) bootstraps with pgBackRest's restore to the
+    target, keeping the recovery settings it writes; Patroni splits the command as a shell would, so the
+    target's space stays inside one argument. Every other file has no bootstrap method of its own (initdb)."""
+    import shlex
+    assert "method" not in rendered("inventory/split")["rpa-db-1"]["bootstrap"]
+    target = {"options": ["--type=time", "--target=2026-12-01 03:30:00+00", "--target-action=promote"]}
+    # rpa_pg_major as an inventory sets it: here the role's fallback (the postgres role's image) is not in reach.
+    config = rendered("inventory/split", "-e", json.dumps({"__patroni_restoring": True, "rpa_pg_major": "17",
+                                                           "__patroni_restore_target": target}))["rpa-db-1"]
+    bootstrap = config["bootstrap"]
+    assert bootstrap["method"] == "pgbackrest"
+    assert {k: v for k, v in bootstrap["pgbackrest"].items() if k != "command"} == {
+        "keep_existing_recovery_conf": True, "no_params": True}
+    # The restored cluster archives at once: its new timeline's history file must reach the repository.
+    assert bootstrap["dcs"]["postgresql"]["parameters"]["archive_command"] == \
+        "pgbackrest --stanza=rpa-engine archive-push %p"
+    assert shlex.split(bootstrap["pgbackrest"]["command"]) == [
+        "pgbackrest", "--stanza=rpa-engine", "--pg1-path=/var/lib/postgresql/17/rpa-engine", "--type=time",
+        "--target=2026-12-01 03:30:00+00", "--target-action=promote", "restore"]

@@ -90,6 +90,11 @@ def test_a_bad_target_time_is_refused_saying_why(target, words):
         p.rpa_pitr_target(target, STATE, NOW)
 
 
+def test_a_clusters_refusal_names_the_clusters_variable():
+    with pytest.raises(AnsibleFilterError, match="patroni_pitr_window_days"):
+        p.rpa_pitr_target("2026-11-20T03:30:00Z", STATE, NOW, "patroni_pitr")
+
+
 def test_parsed_json_works_too_and_no_json_is_a_problem():
     assert p.rpa_pitr_state(json.loads(info("ok")), SYSTEM_ID, "/r")["backups"] == 1
     assert "gave no JSON" in p.rpa_pitr_state("ERROR: [037]", SYSTEM_ID, "/r")["problem"]

@@ -69,9 +69,10 @@ def _parse_utc(text: str) -> datetime:
         raise AnsibleFilterError(f"restore_target_time={text!r} is not a valid date and time ({exc}).") from None
 
 
-def rpa_pitr_target(target, state: dict, now: float) -> dict:
+def rpa_pitr_target(target, state: dict, now: float, prefix: str = "postgres_pitr") -> dict:
     """pgBackRest restore options for target: ``latest`` (the end of the archive) or a UTC time that the
-    repository's base backups and WAL can reach: after the oldest backup finished, not in the future."""
+    repository's base backups and WAL can reach: after the oldest backup finished, not in the future.
+    prefix: the variables the messages name (postgres_pitr for the single host, patroni_pitr for a cluster)."""
     if not state or not state.get("backups"):
         raise AnsibleFilterError("the off-site repository holds no base backup yet: there is nothing to restore "
                                  "to a point in time.")
@@ -85,7 +86,7 @@ def rpa_pitr_target(target, state: dict, now: float) -> dict:
     if epoch < state["oldest"]:
         raise AnsibleFilterError(
             f"restore_target_time={target} is outside the recovery window: the oldest base backup finished at "
-            f"{datetime.fromtimestamp(state['oldest'], timezone.utc):%Y-%m-%dT%H:%M:%SZ} (postgres_pitr_window_days "
+            f"{datetime.fromtimestamp(state['oldest'], timezone.utc):%Y-%m-%dT%H:%M:%SZ} ({prefix}_window_days "
             "sets how far back the window reaches).")
     return {"options": ["--type=time", f"--target={when:%Y-%m-%d %H:%M:%S}+00", "--target-action=promote"],
             "epoch": epoch, "label": f"{when:%Y-%m-%dT%H:%M:%SZ}"}
