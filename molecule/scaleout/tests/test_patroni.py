@@ -367,5 +367,7 @@ def test_the_cluster_goes_back_to_a_point_in_time_from_its_repository():
     for name in MEMBERS:
         kept_aside = ssh(name, "ls -d /var/lib/postgresql/17/rpa-engine.before-restore-*").split()
         assert len(kept_aside) == 1, (name, kept_aside)
+        # ... where the run said it is.
+        assert f"previous data directory is kept at {kept_aside[0]}:" in out, out[-2000:]
         # The test's own cleanup: the copy has served its purpose here.
         ssh(name, f"rm -rf {kept_aside[0]}")
