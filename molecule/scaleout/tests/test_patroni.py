@@ -160,7 +160,8 @@ def test_a_rotation_of_the_clusters_logins_reaches_every_member_and_keeps_them_s
             "vault_postgres_superuser_password", "vault_postgres_monitor_password")
     assert all(after[k] != before[k] for k in keys), "the vault was not rotated"
     assert [k for k in keys for v in (before, after) if v[k] in output] == [], "a password was printed at -vvv"
-    # The rotation's own probes of the database logins ran on both members (the patroni role's verify).
+    # The postgres role's part went to the patroni role's verify on both members (its probes' outcome is no_log:
+    # the logins below are the proof).
     assert output.count("TASK [patroni : Try the database logins' passwords.]") >= 2, proc.stdout[-3000:]
     for name in MEMBERS:
         config = yaml.safe_load(ssh(name, "cat /etc/patroni/config.yml"))
@@ -366,5 +367,7 @@ def test_the_cluster_goes_back_to_a_point_in_time_from_its_repository():
     for name in MEMBERS:
         kept_aside = ssh(name, "ls -d /var/lib/postgresql/17/rpa-engine.before-restore-*").split()
         assert len(kept_aside) == 1, (name, kept_aside)
+        # ... where the run said it is.
+        assert f"previous data directory is kept at {kept_aside[0]}:" in out, out[-2000:]
         # The test's own cleanup: the copy has served its purpose here.
         ssh(name, f"rm -rf {kept_aside[0]}")
