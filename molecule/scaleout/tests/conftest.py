@@ -17,8 +17,9 @@ KEY = ROOT / ".testbed" / "ssh" / "id_ed25519"
 os.makedirs(os.path.expanduser("~/.ansible/cp"), mode=0o700, exist_ok=True)
 
 VAULT_PASS = ROOT / ".cache" / "molecule" / "vault-pass"
-# The scenario's own copy of Molecule's vault (create.yml): the rotations tested here write it.
-VAULT_FILE = ROOT / ".cache" / "scaleout" / "group_vars" / "all" / "vault.yml"
+# The scenario's own copy of Molecule's vault (create.yml): the rotations tested here write it. The split
+# scenario's tests use these helpers too (molecule/split/tests/conftest.py), with their scenario's copy.
+VAULT_FILE = ROOT / ".cache" / os.environ.get("MOLECULE_SCENARIO_NAME", "scaleout") / "group_vars" / "all" / "vault.yml"
 
 
 def servers() -> dict[str, dict]:
