@@ -85,8 +85,8 @@ def problems(catalogue) -> list[str]:
             found.append(f"{name}: optional must say why the secret may be empty")
         if not all(isinstance(entry.get(flag, False), bool) for flag in ("printable", "demo")):
             found.append(f"{name}: printable and demo are true or false")
-        if not (isinstance(entry.get("cluster", False), bool) or entry.get("cluster") == "swarm"):
-            found.append(f"{name}: cluster is true, false or swarm")
+        if not isinstance(entry.get("cluster", False), bool):
+            found.append(f"{name}: cluster is true or false")
         spec = entry.get("login")
         if spec is not None and not (isinstance(spec, dict) and all(spec.get(k) for k in
                                                                     ("variable", "user", "twin_suffix", "vault_key"))
