@@ -293,13 +293,15 @@ def test_render_refuses_a_metric_without_help():
 
 
 # ------------------------------------------------------------ the whole run, commands faked with real output
-def fake_run(pgbackrest: tuple[int, str], psql: tuple[int, str, str]):
+def fake_run(pgbackrest: tuple[int, str], psql: tuple[int, str, str],
+             prefix: tuple[str, ...] = ("docker", "exec", "rpa-test-postgres-1")):
     def run(argv, timeout):
-        assert argv[:3] == ["docker", "exec", "rpa-test-postgres-1"]
-        if argv[3] == "pgbackrest":
-            assert argv[4:] == ["--stanza=rpa", "info", "--output=json"]
+        assert tuple(argv[:len(prefix)]) == prefix, argv
+        argv = argv[len(prefix):]
+        if argv[0] == "pgbackrest":
+            assert argv[1:] == ["--stanza=rpa", "info", "--output=json"]
             return subprocess.CompletedProcess(argv, pgbackrest[0], pgbackrest[1].encode(), b"")
-        assert argv[3] == "psql" and argv[-1] == m.ARCHIVER_SQL
+        assert argv[0] == "psql" and argv[-1] == m.ARCHIVER_SQL
         return subprocess.CompletedProcess(argv, psql[0], psql[1].encode(), psql[2].encode())
     return run
 
@@ -356,3 +358,51 @@ def test_only_an_unwritable_textfile_fails_the_run(tmp_path, monkeypatch):
     blocker.write_text("")
     monkeypatch.setattr(m, "run", fake_run((0, THREE), PSQL_OK))
     assert m.main(["--container", "rpa-test-postgres-1", "--textfile-dir", str(blocker / "dir")]) == 1
+
+
+def test_a_patroni_member_is_asked_on_the_host_as_the_postgres_user(tmp_path, monkeypatch):
+    """--run-as (the patroni role's unit): pgbackrest and psql run here through runuser, not in a container."""
+    monkeypatch.setattr(m, "run", fake_run((0, THREE), PSQL_OK, ("runuser", "-u", "postgres", "--")))
+    assert m.main(["--run-as", "postgres", "--textfile-dir", str(tmp_path)]) == 0
+    metrics = m.parse_metrics((tmp_path / "rpa_pitr.prom").read_text())
+    assert metrics["metrics_success"] == 1 and metrics["repo_up"] == 1 and metrics["base_backups"] == 3
+
+
+def test_a_source_is_required_and_only_one(tmp_path):
+    for argv in ([], ["--container", "c", "--run-as", "postgres"]):
+        with pytest.raises(SystemExit):
+            m.main([*argv, "--textfile-dir", str(tmp_path)])
+
+
+@pytest.fixture
+def patroni_api():
+    """A stand-in for Patroni's REST API on loopback: /primary answers 200 while the dict says leader, else
+    503, as Patroni does on a replica."""
+    import http.server
+    import threading
+    state = {"leader": True}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200 if state["leader"] and self.path == "/primary" else 503)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield state, f"http://127.0.0.1:{server.server_port}/primary"
+    server.shutdown()
+
+
+def test_only_the_leader_writes_and_a_former_leader_removes_its_file(tmp_path, monkeypatch, patroni_api):
+    state, url = patroni_api
+    monkeypatch.setattr(m, "run", fake_run((0, THREE), PSQL_OK, ("runuser", "-u", "postgres", "--")))
+    argv = ["--run-as", "postgres", "--only-if-primary", url, "--textfile-dir", str(tmp_path)]
+    assert m.main(argv) == 0 and (tmp_path / "rpa_pitr.prom").exists()
+    state["leader"] = False
+    monkeypatch.setattr(m, "run", lambda argv, timeout: pytest.fail(f"a replica ran {argv}"))
+    assert m.main(argv) == 0 and list(tmp_path.iterdir()) == []
+    # Patroni down (nothing listens): not the leader either.
+    assert m.main([*argv[:3], "http://127.0.0.1:9/primary", *argv[4:]]) == 0 and list(tmp_path.iterdir()) == []

@@ -157,7 +157,8 @@ def values(result: dict) -> dict[str, float]:
 def test_the_monitoring_host_scrapes_every_host_and_sees_the_cluster_whole():
     """One Prometheus on the monitoring host: every target of every host is up, and what the cluster alert
     rules read is there and healthy - one Patroni primary among two members, three etcd members with a
-    leader, three ready Swarm managers, both members' Postgres logged into, Redis, and Caddy's upstreams."""
+    leader, three ready Swarm managers, both members' Postgres logged into, Redis, Caddy's upstreams, and the
+    leader's PITR metrics (from its node exporter alone), which the PITR alert rules read."""
     def scraped():
         active = prometheus("/api/v1/targets?state=active")["/api/v1/targets?state=active"]["activeTargets"]
         found = {}
@@ -174,11 +175,19 @@ def test_the_monitoring_host_scrapes_every_host_and_sees_the_cluster_whole():
     def seen():
         found = prometheus("patroni_primary", "patroni_replica", "etcd_server_has_leader",
                            'swarm_manager_nodes{state="ready"}', "pg_up", "redis_up",
-                           "caddy_reverse_proxy_upstreams_healthy", "/api/v1/rules")
+                           "caddy_reverse_proxy_upstreams_healthy", "rpa_pitr_repo_up", "rpa_pitr_metrics_success",
+                           "/api/v1/rules")
         upstreams = {r["metric"]["upstream"]: float(r["value"][1])
                      for r in found["caddy_reverse_proxy_upstreams_healthy"]["result"]}
         groups = {g["name"]: g["rules"] for g in found["/api/v1/rules"]["groups"]}
+        # The leader's PITR metrics (its node exporter's textfile), and no other member's.
+        primary = [h for h, v in values(found["patroni_primary"]).items() if v == 1.0]
+        success = values(found["rpa_pitr_metrics_success"])
+        pitr = {h: (up, success.get(h)) for h, up in values(found["rpa_pitr_repo_up"]).items()}
         return found, {
+            "pitr metrics": "the leader's alone, complete" if primary and pitr == {primary[0]: (1.0, 1.0)} else pitr,
+            "pitr rules": sorted((r["name"], r["health"], r["state"]) for rules in groups.values() for r in rules
+                                 if r["name"].startswith("Pitr")),
             "patroni_primary": sorted(values(found["patroni_primary"]).values()),
             "patroni_replica": sorted(values(found["patroni_replica"]).values()),
             "etcd_server_has_leader": values(found["etcd_server_has_leader"]),
@@ -190,6 +199,11 @@ def test_the_monitoring_host_scrapes_every_host_and_sees_the_cluster_whole():
             # The cluster's rules are loaded, evaluate without error, and none fires.
             "cluster rules": sorted((r["name"], r["health"], r["state"]) for r in groups.get("rpa-engine-cluster", []))}
     whole = {
+        "pitr metrics": "the leader's alone, complete",
+        # The cluster's backups page too: the single host's PITR rules, on the leader's metrics.
+        "pitr rules": [(name, "ok", "inactive") for name in sorted((
+            "PitrWalArchiveStale", "PitrBaseBackupStale", "PitrBaseBackupStale", "PitrRepoUnreachable",
+            "PitrArchiveFailing", "PitrMetricsMissing"))],
         "patroni_primary": [0.0, 1.0], "patroni_replica": [0.0, 1.0],
         "etcd_server_has_leader": dict.fromkeys(SCRAPED["etcd"], 1.0),
         "swarm_manager_nodes ready": dict.fromkeys(SCRAPED["engine"], 3.0),
@@ -211,10 +225,9 @@ def test_the_monitoring_host_scrapes_every_host_and_sees_the_cluster_whole():
     except AssertionError as late:
         raise AssertionError(f"{late}: " + str({k: v for k, v in last["state"].items() if v != whole[k]})) from None
     groups = {g["name"]: g["rules"] for g in found["/api/v1/rules"]["groups"]}
-    # The single host's backup and PITR alerts read files written on one host only: not rendered here (the
-    # demo's settings, which this scenario reads, turn PITR on).
+    # The single host's dump alerts read files written on one host only: not rendered here.
     names = [r["name"] for rules in groups.values() for r in rules]
-    assert not [n for n in names if n.startswith("Pitr") or n == "BackupMetricsMissing"], names
+    assert "BackupMetricsMissing" not in names and "BackupDrillFailed" not in names, names
 
 
 def test_bad_swarm_input_is_refused_by_name_before_anything_changes():

@@ -2,9 +2,13 @@
 """Point-in-time recovery metrics for node-exporter's textfile collector (run by rpa-pitr-metrics.timer).
 
     rpa-pitr-metrics.py --container NAME [--stanza rpa] [--textfile-dir DIR]
+    rpa-pitr-metrics.py --run-as postgres --only-if-primary URL [--stanza rpa] [--textfile-dir DIR]
 
-Asks pgBackRest in the Postgres container what the repository holds (`info --output=json`) and
-Postgres how far its WAL is archived (pg_stat_archiver), and writes DIR/rpa_pitr.prom atomically.
+Asks pgBackRest in the Postgres container (or on this host as the --run-as user: a Patroni member's
+PostgreSQL, by its socket) what the repository holds (`info --output=json`) and Postgres how far its
+WAL is archived (pg_stat_archiver), and writes DIR/rpa_pitr.prom atomically. With --only-if-primary
+(Patroni's REST API /primary), a member that is not the leader removes its file instead and asks
+nothing: only the leader archives, and the node exporter would serve a former leader's file for ever.
 Each half is written without the other: an unreachable repository still leaves the WAL metrics, a
 stopped Postgres the repository's. Problems go to stderr (the journal), never a secret: pgBackRest's
 messages are cut to their first printable line. Exits 0 unless the metrics file cannot be written.
@@ -20,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 DEFAULT_TEXTFILE_DIR = "/var/lib/node_exporter/textfile_collector"
@@ -261,12 +267,19 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def collect(container: str, stanza: str, previous: dict[str, float]) -> tuple[dict[str, float], bool]:
+def where(container: str | None, run_as: str | None) -> list[str]:
+    """The argv prefix that runs pgbackrest and psql: in the Postgres container, or here as run_as (root
+    changes user with runuser; Patroni's pg_hba lets the postgres user in by its socket, peer)."""
+    return ["docker", "exec", container] if container else ["runuser", "-u", run_as, "--"]
+
+
+def collect(container: str | None, stanza: str, previous: dict[str, float],
+            run_as: str | None = None) -> tuple[dict[str, float], bool]:
     metrics: dict[str, float] = {}
     ok = True
+    prefix = where(container, run_as)
     try:
-        proc = run(["docker", "exec", container, "pgbackrest", f"--stanza={stanza}", "info", "--output=json"],
-                   PGBACKREST_TIMEOUT)
+        proc = run(prefix + ["pgbackrest", f"--stanza={stanza}", "info", "--output=json"], PGBACKREST_TIMEOUT)
         repo, status = parse_info(decode(proc.stdout), stanza)
         metrics.update(repo)
         if proc.returncode != 0:
@@ -279,8 +292,8 @@ def collect(container: str, stanza: str, previous: dict[str, float]) -> tuple[di
         metrics["repo_up"], ok = 0, False
         complain(f"pgbackrest info did not answer: {exc}")
     try:
-        proc = run(["docker", "exec", container, "psql", "-X", "-U", "postgres", "-d", "postgres", "-At", "-F", "|",
-                    "-v", "ON_ERROR_STOP=1", "-c", ARCHIVER_SQL], PSQL_TIMEOUT)
+        proc = run(prefix + ["psql", "-X", "-U", "postgres", "-d", "postgres", "-At", "-F", "|",
+                             "-v", "ON_ERROR_STOP=1", "-c", ARCHIVER_SQL], PSQL_TIMEOUT)
         if proc.returncode != 0:
             raise ValueError(f"psql exited {proc.returncode}: {first_line(decode(proc.stderr))}")
         metrics.update(wal_metrics(parse_archiver(decode(proc.stdout)), previous))
@@ -293,18 +306,38 @@ def collect(container: str, stanza: str, previous: dict[str, float]) -> tuple[di
     return metrics, ok
 
 
+def is_primary(url: str) -> bool:
+    """Whether Patroni's REST API answers url (/primary) with 200: 503 on a replica, nothing when it is down."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rpa-pitr-metrics", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--container", required=True, help="the Postgres container (pgBackRest runs in it)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--container", help="the Postgres container (pgBackRest runs in it)")
+    source.add_argument("--run-as", help="run pgBackRest and psql on this host as this user (a Patroni member)")
+    parser.add_argument("--only-if-primary", metavar="URL",
+                        help="Patroni's /primary: on a member that is not the leader, remove the file and stop")
     parser.add_argument("--stanza", default="rpa")
     parser.add_argument("--textfile-dir", default=DEFAULT_TEXTFILE_DIR)
     args = parser.parse_args(argv)
     target = Path(args.textfile_dir) / METRICS_FILE
+    if args.only_if_primary and not is_primary(args.only_if_primary):
+        try:
+            target.unlink(missing_ok=True)
+        except OSError as exc:
+            complain(f"cannot remove {target}: {exc}")
+            return 1
+        return 0
     try:
         previous = parse_metrics(target.read_text())
     except (OSError, UnicodeDecodeError):
         previous = {}
-    metrics, ok = collect(args.container, args.stanza, previous)
+    metrics, ok = collect(args.container, args.stanza, previous, args.run_as)
     metrics["metrics_success"] = int(ok)
     metrics["metrics_last_run_timestamp_seconds"] = time.time()
     try:
