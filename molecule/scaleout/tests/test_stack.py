@@ -4,6 +4,7 @@ Runs after test_patroni's failover and test_scaleout's check mode (which found t
 
 from __future__ import annotations
 
+import base64
 import http.client
 import importlib.machinery
 import importlib.util
@@ -356,21 +357,39 @@ class Tokens:
 # it depends on is tests/unit/test_rotation_step_order.py's.
 ROTATED = {"jwt_secret": "vault_jwt_secret", "deploy_token": "vault_deploy_token",
            "flower_password": "vault_flower_password", "grafana_admin_password": "vault_grafana_admin_password",
-           "postgres_app_password": "vault_postgres_app_password"}
+           "postgres_app_password": "vault_postgres_app_password",
+           "caddy_grafana_password": "vault_caddy_grafana_password"}
+
+
+def grafana_through_the_edge(password: str) -> int:
+    """The status of GET /grafana/api/health through Caddy on the edge with the route's basic auth (user "ops",
+    the caddy role's default): Caddy proxies it to Grafana on the monitoring host's private address."""
+    conn = load_client().Load(EDGE_HTTPS, 1).connect()
+    try:
+        conn.request("GET", "/grafana/api/health",
+                     headers={"Authorization": "Basic " + base64.b64encode(f"ops:{password}".encode()).decode()})
+        answer = conn.getresponse()
+        answer.read()
+        return answer.status
+    finally:
+        conn.close()
 
 
 def test_the_apps_secrets_and_grafanas_password_rotate_on_the_swarm_and_no_token_or_request_fails():
     """playbooks/rotate-secrets.yml for the application's JWT key, deploy token, Flower password and database
-    password and Grafana's admin password on the three servers, at -vvv, while a client logs in through Caddy,
-    uses each token at once and reads the database. The Patroni leader opens the application's other login
-    with the new database password; the first app host deploys the stack with new Swarm secrets - first every
-    backend task accepts the new JWT key while it still signs with the old one, then they sign with it - and
-    the monitoring host's Grafana takes its own; then the old login is locked. So no token the application
-    issued is refused at any moment, and no request fails. Afterwards the vault holds the new values (the key
-    and token keep their previous ones for their window) and the login in use, Flower and Grafana take only
-    the new password, the deployer and the backend take both tokens and both keys, the cluster only the new
-    login with the new password, the old Swarm secrets are gone, and nothing of any value was printed."""
+    password, Grafana's admin password and Caddy's Grafana route password on the three servers, at -vvv, while a
+    client logs in through Caddy, uses each token at once and reads the database. The Patroni leader opens the
+    application's other login with the new database password; the first app host deploys the stack with new
+    Swarm secrets - first every backend task accepts the new JWT key while it still signs with the old one, then
+    they sign with it - the monitoring host's Grafana takes its own, and Caddy on the edge its route's; then the
+    old login is locked. So no token the application issued is refused at any moment, and no request fails.
+    Afterwards the vault holds the new values (the key and token keep their previous ones for their window) and
+    the login in use, Flower, Grafana and its route through Caddy (to the witness) take only the new password,
+    the deployer and the backend take both tokens and both keys, the cluster only the new login with the new
+    password, the old Swarm secrets are gone, and nothing of any value was printed."""
     old = vault()
+    # Caddy's Grafana route on the Swarm edge reaches Grafana on the witness (the monitoring host).
+    assert grafana_through_the_edge(old["vault_caddy_grafana_password"]) == 200
     secrets_before = set(ssh("rpa-so-1", f"docker secret ls --format '{{{{.Name}}}}' --filter label=rpa.project={STACK}").split())
     zero_downtime = load_client()
     with Tokens(zero_downtime) as tokens:
@@ -418,6 +437,8 @@ def test_the_apps_secrets_and_grafanas_password_rotate_on_the_swarm_and_no_token
                           stdin=f'user = "admin:{values["vault_grafana_admin_password"]}"\n')
                for which, values in (("old", old), ("new", new))}
     assert grafana == {"old": "401", "new": "200"}, grafana
+    route = {which: grafana_through_the_edge(values["vault_caddy_grafana_password"]) for which, values in (("old", old), ("new", new))}
+    assert route == {"old": 401, "new": 200}, route
     # The cluster: each member takes only the new login with the new password (replicated from the leader), and
     # the old login is locked. The client's reads after the rotation (above) went through the new one.
     for member in ("rpa-so-1", "rpa-so-2"):

@@ -173,6 +173,10 @@ PEER_SERVICES = (
     # the edge; their ports are the app role's (rpa_peer_rules' ports: app_backend_port, app_frontend_port,
     # app_deployer_port).
     ("app upstreams", ("app",), ("edge",), (8000, 3000, 9000), (), ()),
+    # Grafana, published on the monitoring host's private address for Caddy's /grafana/ route on the edge (the
+    # monitoring role's monitoring_grafana_published_addresses): no port unless rpa_peer_rules' ports give one
+    # (the common role: the monitoring role's monitoring_grafana_port while caddy_grafana_route is on).
+    ("grafana", ("monitoring",), ("edge",), (), (), ()),
     # What the monitoring host's Prometheus scrapes (rpa_monitoring_targets): Debian's node exporter on every
     # other tier host; the engine's metrics (metrics-addr: swarm_manager_nodes) on the Swarm hosts; etcd's
     # metrics listener; Patroni's REST API (/metrics) and PostgreSQL for the exporter's login per member;
@@ -210,6 +214,8 @@ def rpa_peer_rules(groups: dict, addresses: dict, host: str, ports: dict | None 
         if name in ("app upstreams", "engine metrics") and len(_members(groups, "app")) < 2:
             continue
         tcp = tuple(int(p) for p in ports.get(name, tcp))
+        if not (tcp or udp or protocols):
+            continue
         peers = {parsed[h] for g in clients for h in _members(groups, g) if h != host and h in parsed} - {own}
         for earlier_tcp, earlier_udp, earlier_protocols, earlier_peers in admitted:
             if set(tcp) <= earlier_tcp and set(udp) <= earlier_udp and set(protocols) <= earlier_protocols:
