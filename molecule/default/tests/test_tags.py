@@ -25,7 +25,8 @@ def test_tag_runs_select_their_roles_alone_and_change_nothing(server):
              if not t["skipped"] and t["task"] != "Gathering Facts"
              and "Validating arguments against arg spec" not in t["task"]]
     plays = {t["play"] for t in tasks}
-    assert plays == {SHAPE_PLAY, "Check the input of every role before anything changes.",
+    # The shape play's one task is skipped where the inventory's shape has no problem (one host: no tier groups).
+    assert plays == {"Check the input of every role before anything changes.",
                      *(f"Apply the {tag} role." for tag in TAGS)}, plays
     assert data["stats"][server["name"]]["changed"] == 0
 
