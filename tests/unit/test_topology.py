@@ -115,6 +115,12 @@ def test_an_impossible_shape_is_refused_naming_the_group_or_variable(change, opt
     assert any(all(w in p for w in words) for p in found), found
 
 
+def test_one_host_that_is_both_the_app_host_and_the_cluster_is_refused_naming_it():
+    groups = {"edge": ["a"], "app": ["a"], "pg_cluster": ["a"], "etcd_cluster": ["a"], "monitoring": ["a"]}
+    problems = t.rpa_topology(groups, {"a": "10.0.0.1"}, IMAGE)["problems"]
+    assert any(p.startswith("a is both the one app host and the one pg_cluster host") for p in problems), problems
+
+
 def test_a_db_host_on_an_app_host_is_allowed_when_said_so_and_an_edge_with_upstreams():
     assert problems({"pg_cluster": ["a2", "d2"]}, allow_db_on_app_hosts=True) == []
     assert problems({"edge": ["e1"]}, addresses={"e1": "10.0.0.5"}, edge_upstreams=["10.0.0.11"]) == []

@@ -229,15 +229,19 @@ def test_a_hung_app_host_is_dropped_and_no_request_fails_or_waits_for_it():
                   if ended > paused_at and taken > 2)[-8:]
     figures = {"sent": load.sent, "errors": load.errors, "codes": load.codes, "dropped in": round(dropped_in, 1),
                "frozen for": round(unpaused_at - paused_at, 1), "rate before": round(rate_before, 1),
-               "rate while frozen": round(rate_paused, 1), "slowest (taken s, sent s after the freeze)": slow}
+               "rate while frozen": round(rate_paused, 1), "slowest (taken s, sent s after the freeze)": slow,
+               "frozen in": round(frozen_at - paused_at, 2)}
     print(figures)  # README, "When one server is not enough": what a hung host costs
-    figures["frozen in"] = round(frozen_at - paused_at, 2)
     assert load.errors == 0 and load.non_2xx == 0, figures
     assert rate_paused >= RATE_KEPT * rate_before, figures
-    # A request whose answer the host had begun before the freeze took hold (its headers sent, not its body)
-    # cannot go elsewhere: it waits for the host (seen once: 33 s, sent as `docker pause` ran). The bound is for
-    # every request sent once the host was frozen.
-    assert max(taken for ended, taken, _ in samples if ended - taken > frozen_at) <= SLOWEST_ALLOWED, figures
+    # Every request sent once the host was frozen (`docker pause` returned) is bounded.
+    assert max((taken for ended, taken, _ in samples if ended - taken > frozen_at), default=0) <= SLOWEST_ALLOWED, figures
+    # One in flight as the freeze took hold may wait for the host, if its answer had begun (most likely its headers
+    # sent, not its body: no proxy can send that elsewhere; seen once, 33 s, sent as `docker pause` ran): at most
+    # one per client, and it ends when the host is back, not later.
+    waited = [(round(ended - unpaused_at, 1), round(taken, 1)) for ended, taken, _ in samples
+              if ended > paused_at and ended - taken <= frozen_at and taken > SLOWEST_ALLOWED]
+    assert len(waited) <= 2 and all(after <= 5 for after, _ in waited), (waited, figures)
 
 
 def test_no_secret_value_is_in_a_service_or_a_container_definition(services):
@@ -439,6 +443,8 @@ def test_the_apps_secrets_and_grafanas_password_rotate_on_the_swarm_and_no_token
                       proc.stdout, re.S) == [("changed", "rpa-so-1")] * 2, proc.stdout[-4000:]
     assert used_during >= 50 and tokens.refused == 0 and tokens.failures == [], (used_during, tokens.refused,
                                                                                  tokens.failures[:20], tokens.resent)
+    # Caddy reloads once (the Grafana route's password): at most one resend on each of the client's two connections.
+    assert tokens.resent <= 2, tokens.resent
     assert tokens.read >= used_during, (tokens.read, used_during)
     # The services read new Swarm secrets; the ones of the old values are removed, and no other is left.
     secrets_after = set(ssh("rpa-so-1", f"docker secret ls --format '{{{{.Name}}}}' --filter label=rpa.project={STACK}").split())

@@ -80,6 +80,11 @@ def rpa_topology(groups: dict, addresses: dict, postgres_image: str, settings: d
         out["shape"] = "ha"
     elif app and pg and not shared:
         out["shape"] = "split"
+    elif shared:
+        problems.append(f"{shared[0]} is both the one app host and the one pg_cluster host: no shape runs the "
+                        "application and a Patroni cluster of one member on one host. For one server use the "
+                        "single-host inventory (no tier groups: Postgres and PgBouncer in Compose); for two, put "
+                        "the database on a host of its own (the split example).")
     out["swarm"] = len(app) >= 2
     out["patroni"] = len(pg) >= 2 or bool(etcd)
 
